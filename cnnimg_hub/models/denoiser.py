@@ -1,0 +1,55 @@
+"""Color image denoising with an FFDNet-class network that takes the noise level as input.
+
+Paper: Zhang, Zuo & Zhang, "FFDNet: Toward a Fast and Flexible Solution for CNN-Based Image Denoising" (2018),
+with the residual learning of DnCNN (Zhang et al., 2017). The image is pixel-unshuffled to half resolution
+(4x cheaper), a noise-level map is concatenated, plain conv-ReLU layers predict the noise, and pixel shuffle
+brings it back. Blind use: estimate sigma first (the pipeline does, see `estimate_sigma`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._registry import register_model
+from ._base import HubModel
+
+
+class FFDNet(HubModel, tags=["denoising", "ffdnet"]):
+    """Non-blind residual denoiser for additive white Gaussian noise.
+
+    Args:
+        in_channels: image channels, 3 for color. Default 3.
+        n_feats: feature channels. Default 64.
+        n_layers: conv layers in total (first and last included). Default 10.
+        max_sigma: the largest noise level (on the 0-255 scale) it was trained for. Default 75.
+    """
+
+    task = "denoising"
+
+    def __init__(self, in_channels: int = 3, n_feats: int = 64, n_layers: int = 10, max_sigma: float = 75.0):
+        super().__init__()
+        self.in_channels, self.max_sigma = in_channels, max_sigma
+        layers: list[nn.Module] = [nn.Conv2d(4 * in_channels + 1, n_feats, 3, padding=1), nn.ReLU(True)]
+        for _ in range(n_layers - 2):
+            layers += [nn.Conv2d(n_feats, n_feats, 3, padding=1), nn.ReLU(True)]
+        layers += [nn.Conv2d(n_feats, 4 * in_channels, 3, padding=1)]
+        self.body = nn.Sequential(*layers)
+
+    def inference_config(self) -> dict:
+        return {"input_range": [0, 1], "color_mode": "RGB" if self.in_channels == 3 else "L",
+                "noise": "additive white Gaussian", "sigma_scale": 255, "max_sigma": self.max_sigma,
+                "min_size": 2, "multiple_of": 2, "tile_size": 512, "tile_overlap": 32}
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        """x (N, C, H, W) noisy in [0, 1], H and W even; sigma: noise std on the 0-255 scale, scalar or (N,)."""
+        if x.shape[-2] % 2 or x.shape[-1] % 2:
+            raise ValueError("height and width must be even; pad the input first")
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1) / 255.0
+        h = F.pixel_unshuffle(x, 2)
+        noise_map = sigma.expand(len(x), 1, *h.shape[-2:])
+        return x - F.pixel_shuffle(self.body(torch.cat([h, noise_map], dim=1)), 2)
+
+
+register_model("denoise-ffdnet", FFDNet)
+register_model("denoise-ffdnet-small", FFDNet, n_feats=48, n_layers=8)

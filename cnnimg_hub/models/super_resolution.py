@@ -1,0 +1,117 @@
+"""Single-image super-resolution: a light ESPCN-class model and an EDSR-baseline-class residual model.
+
+Papers: Shi et al., "Real-Time Single Image and Video Super-Resolution Using an Efficient Sub-Pixel CNN"
+(ESPCN, 2016); Lim et al., "Enhanced Deep Residual Networks for Single Image Super-Resolution" (EDSR, 2017).
+Both work on RGB in [0, 1] at low resolution and upsample at the end with pixel shuffle. The light model adds
+its output to a bicubic upsampling of the input (global residual, as in VDSR), which makes it train in minutes.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._registry import register_model
+from ._base import HubModel
+
+SCALES = (2, 3, 4)
+
+
+def _check_scale(scale: int) -> int:
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale}")
+    return scale
+
+
+class _SRBase(HubModel):
+    task = "super-resolution"
+    scale: int
+    tile_size = 192
+
+    def inference_config(self) -> dict:
+        return {"input_range": [0, 1], "color_mode": "RGB", "min_size": 1, "multiple_of": 1,
+                "tile_size": self.tile_size, "tile_overlap": 12}
+
+
+class ESPCN(_SRBase, tags=["super-resolution", "espcn"]):
+    """Light sub-pixel CNN with a bicubic skip (well under 100K parameters at every scale).
+
+    Args:
+        scale: upscaling factor, 2, 3 or 4. Default 4.
+        in_channels: image channels. Default 3.
+        n_feats: feature channels. Default 32.
+        n_layers: 3x3 conv layers between the 5x5 head conv and the sub-pixel conv. Default 4.
+    """
+
+    tile_size = 256
+
+    def __init__(self, scale: int = 4, in_channels: int = 3, n_feats: int = 32, n_layers: int = 4):
+        super().__init__()
+        self.scale = _check_scale(scale)
+        layers = [nn.Conv2d(in_channels, n_feats, 5, padding=2), nn.PReLU(n_feats)]
+        for _ in range(n_layers):
+            layers += [nn.Conv2d(n_feats, n_feats, 3, padding=1), nn.PReLU(n_feats)]
+        layers += [nn.Conv2d(n_feats, in_channels * scale ** 2, 3, padding=1), nn.PixelShuffle(scale)]
+        self.body = nn.Sequential(*layers)
+        nn.init.zeros_(self.body[-2].weight)  # start as plain bicubic
+        nn.init.zeros_(self.body[-2].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) in [0, 1] -> (N, C, h*scale, w*scale)."""
+        base = F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return base + self.body(x)
+
+
+class ResBlock(nn.Module):
+    """EDSR residual block: conv-ReLU-conv, no batch norm, output scaled by `res_scale`."""
+
+    def __init__(self, n_feats: int, res_scale: float):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(n_feats, n_feats, 3, padding=1), nn.ReLU(True),
+                                  nn.Conv2d(n_feats, n_feats, 3, padding=1))
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x) * self.res_scale
+
+
+class EDSR(_SRBase, tags=["super-resolution", "edsr"]):
+    """EDSR-baseline-class residual network with pixel-shuffle upsampling.
+
+    Args:
+        scale: upscaling factor, 2, 3 or 4. Default 4.
+        in_channels: image channels. Default 3.
+        n_feats: feature channels. Default 64.
+        n_resblocks: residual blocks. Default 16 (EDSR-baseline).
+        res_scale: residual scaling. Default 1.0.
+        rgb_mean: mean subtracted before and added after the network (DIV2K's). Default [0.4488, 0.4371, 0.4040].
+    """
+
+    def __init__(self, scale: int = 4, in_channels: int = 3, n_feats: int = 64, n_resblocks: int = 16,
+                 res_scale: float = 1.0, rgb_mean: list[float] | None = None):
+        super().__init__()
+        self.scale = _check_scale(scale)
+        mean = rgb_mean or ([0.4488, 0.4371, 0.4040] if in_channels == 3 else [0.5] * in_channels)
+        self.register_buffer("rgb_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.head = nn.Conv2d(in_channels, n_feats, 3, padding=1)
+        self.body = nn.Sequential(*(ResBlock(n_feats, res_scale) for _ in range(n_resblocks)),
+                                  nn.Conv2d(n_feats, n_feats, 3, padding=1))
+        up: list[nn.Module] = []
+        steps = [2] * int(math.log2(scale)) if scale in (2, 4) else [3]
+        for s in steps:
+            up += [nn.Conv2d(n_feats, n_feats * s * s, 3, padding=1), nn.PixelShuffle(s)]
+        self.upsample = nn.Sequential(*up)
+        self.tail = nn.Conv2d(n_feats, in_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) in [0, 1] -> (N, C, h*scale, w*scale)."""
+        h = self.head(x - self.rgb_mean)
+        h = h + self.body(h)
+        return self.tail(self.upsample(h)) + self.rgb_mean
+
+
+register_model("sr-espcn", ESPCN)
+register_model("sr-edsr-baseline", EDSR, n_feats=64, n_resblocks=16)
+register_model("sr-edsr-small", EDSR, n_feats=48, n_resblocks=8)
