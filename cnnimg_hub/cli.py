@@ -1,0 +1,334 @@
+"""Command line: ``python -m cnnimg_hub {classify,generate,upscale,inpaint,denoise,list,info} ...``.
+
+Inputs are files or folders (searched recursively for images). Each bad file is reported with its error and
+skipped; the exit code is 0 when everything worked, 1 when anything failed, 2 for usage errors. Errors the
+package raises on purpose (CnnImgError) are printed as one line, without a traceback.
+
+Models: ``--model`` takes a local folder or a Hub repo id (``user/name`` or ``user/name@revision``); without it,
+the folder DEFAULT_WEIGHTS names under ``weights/`` at the repository root is used.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm import tqdm
+
+from . import pipelines
+from ._hub import read_config, resolve_folder
+from ._registry import list_models, model_class
+from .errors import CnnImgError
+from .imageio import open_image, save_png
+
+# ----------------------------------------------------------------------------------------------- defaults
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # the repo's weights/, next to the package
+DEFAULT_WEIGHTS = {  # subcommand -> folder under WEIGHTS_DIR used when --model is not given
+    "classify": "classify-cifar10",
+    "generate": "generate-fashion-mnist-gan",
+    "upscale": "sr-x{scale}",  # filled with --scale (default 4)
+    "inpaint": "inpaint-gated-unet",
+    "denoise": "denoise-ffdnet",
+}
+TASKS = {"classify": "image-classification", "generate": "image-generation", "upscale": "super-resolution",
+         "inpaint": "inpainting", "denoise": "denoising"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}  # what folders are searched for
+DEFAULT_SCALE = 4
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _tile(text: str) -> int | str | None:
+    """--tile: "auto", "none" or a size in pixels."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a number of pixels, got {text!r}") from None
+
+
+def _load(args: argparse.Namespace, command: str):
+    from ._hub import load_model
+
+    source = args.model
+    if source is None:
+        name = DEFAULT_WEIGHTS[command].format(scale=getattr(args, "scale", None) or DEFAULT_SCALE)
+        source = WEIGHTS_DIR / name
+        if not source.is_dir():
+            raise CnnImgError(f"no --model given and the default {source} does not exist; pass --model with a model "
+                              f"folder or a Hub repo id (user/name[@revision]); `python -m cnnimg_hub list` shows "
+                              f"what is available")
+    return load_model(source, task=TASKS[command])
+
+
+def collect_inputs(paths: list[str]) -> list[tuple[Path, Path | None]]:
+    """(file, the folder it was found in or None) for each input; folders are searched recursively.
+
+    Paths that do not exist are kept, so they are reported as failures like any other bad file.
+    """
+    found: list[tuple[Path, Path | None]] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found += [(p, path) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        else:
+            found.append((path, None))
+    return found
+
+
+def output_path(file: Path, root: Path | None, output: str | None, suffix: str) -> Path:
+    """Where the result for `file` goes: ``<stem><suffix>.png``, under -o (keeping the layout below an input
+    folder), else next to the input file, or in a sibling folder ``<folder><suffix>`` for folder inputs (so a
+    second run does not pick up the first run's outputs as inputs)."""
+    name = f"{file.stem}{suffix}.png"
+    rel = file.parent.relative_to(root) if root is not None else Path()
+    if output is not None:
+        return Path(output) / rel / name
+    if root is not None:
+        return root.parent / f"{root.name}{suffix}" / rel / name
+    return file.parent / name
+
+
+def _each(files: list[tuple[Path, Path | None]], work: Callable[[Path, Path | None], None], desc: str) -> int:
+    """Run `work` on each file with a progress bar; report and count the failures."""
+    if not files:
+        print("error: no input images found (folders are searched for "
+              f"{', '.join(sorted(IMAGE_SUFFIXES))})", file=sys.stderr)
+        return 1
+    failed = 0
+    for path, root in tqdm(files, desc=desc, unit="image", disable=None):  # disable=None: no bar when not a tty
+        try:
+            work(path, root)
+        except (CnnImgError, OSError) as e:
+            failed += 1
+            tqdm.write(f"error: {path}: {e}", file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(files)} file(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "class"
+
+
+def _grid(images: list, columns: int, pad: int = 2):
+    """Images of one size in rows of `columns`, `pad` pixels apart on black."""
+    from PIL import Image
+
+    w, h = images[0].size
+    rows = -(-len(images) // columns)
+    grid = Image.new(images[0].mode, (columns * (w + pad) + pad, rows * (h + pad) + pad))
+    for i, im in enumerate(images):
+        grid.paste(im, (pad + (i % columns) * (w + pad), pad + (i // columns) * (h + pad)))
+    return grid
+
+
+def _class_index(model, text: str) -> int:
+    """--class: an index or a label name (case-insensitive)."""
+    names = list(model.label_names)
+    if text.lstrip("-").isdigit():
+        return int(text)  # the range is checked by the pipeline, with the list of labels in its message
+    matches = [i for i, n in enumerate(names) if n.lower() == text.lower()]
+    if not matches:
+        raise CnnImgError(f"unknown class {text!r}; this model's classes are: {', '.join(names)} (or 0-"
+                          f"{len(names) - 1})")
+    return matches[0]
+
+
+# ----------------------------------------------------------------------------------------------- commands
+def cmd_classify(args: argparse.Namespace) -> int:
+    model = _load(args, "classify")
+    results: list[dict[str, Any]] = []
+
+    def work(path: Path, root: Path | None) -> None:
+        try:
+            top, _ = pipelines.classify(model, open_image(path), top_k=args.top_k, device=args.device)
+        except (CnnImgError, OSError) as e:
+            results.append({"file": str(path), "error": str(e)})
+            raise
+        results.append({"file": str(path), "predictions": [{"label": l, "probability": p} for l, p in top]})
+        if not args.json:
+            tqdm.write(f"{path}: " + ", ".join(f"{l} {p:.1%}" for l, p in top))
+
+    code = _each(collect_inputs(args.inputs), work, "classify")
+    text = json.dumps(results, indent=2) + "\n" if args.json else "".join(
+        f"{r['file']}\t" + ("ERROR " + r["error"] if "error" in r else
+                            "\t".join(f"{p['label']}:{p['probability']:.4f}" for p in r["predictions"])) + "\n"
+        for r in results)
+    if args.json:
+        sys.stdout.write(text)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+    return code
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    model = _load(args, "generate")
+    out = Path(args.output or "generated")
+    classes = [_class_index(model, args.class_)] if args.class_ is not None else list(range(model.num_classes))
+    rows = []
+    for c in classes:
+        label = _slug(model.label_names[c]) if 0 <= c < model.num_classes else str(c)
+        if args.interpolate is None:
+            images, info = pipelines.generate(model, c, args.num_images, args.seed, device=args.device)
+            stem = f"{label}_seed{args.seed}"
+        else:
+            images, info = pipelines.interpolate(model, c, args.seed, args.interpolate, args.num_images,
+                                                 device=args.device)
+            stem = f"{label}_seed{args.seed}-{args.interpolate}"
+        for i, im in enumerate(images):
+            save_png(im, out / f"{stem}_{i:02d}.png")
+        rows += images
+        print(f"{model.label_names[c]}: {len(images)} image(s) in {out} ({info.summary()})")
+    grid = save_png(_grid(rows, args.num_images), out / "grid.png")
+    print(f"grid: {grid}")
+    return 0
+
+
+def _restoration(args: argparse.Namespace, command: str, run: Callable, suffix: str) -> int:
+    def work(path: Path, root: Path | None) -> None:
+        result, info = run(open_image(path), path, root)
+        dest = save_png(result, output_path(path, root, args.output, suffix))
+        tqdm.write(f"{path} -> {dest} ({info.summary()})")
+
+    return _each(collect_inputs(args.inputs), work, command)
+
+
+def cmd_upscale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    model = _load(args, "upscale")
+    if args.scale is not None and args.model is not None and args.scale != model.scale:
+        parser.error(f"--scale {args.scale} disagrees with the model, which upscales x{model.scale}; "
+                     f"--scale only picks the default model, leave it out with --model")
+    return _restoration(args, "upscale", lambda im, path, root: pipelines.upscale(
+        model, im, device=args.device, tile=args.tile, precision=args.precision), f"_x{model.scale}")
+
+
+def cmd_denoise(args: argparse.Namespace) -> int:
+    model = _load(args, "denoise")
+    return _restoration(args, "denoise", lambda im, path, root: pipelines.denoise(
+        model, im, args.sigma, device=args.device, tile=args.tile, precision=args.precision), "_denoised")
+
+
+def _mask_for(mask: Path, path: Path, root: Path | None) -> Path:
+    """--mask is one file for every input, or a folder with a mask of the same relative name (any extension)."""
+    if not mask.is_dir():
+        return mask
+    rel = path.relative_to(root) if root is not None else Path(path.name)
+    for candidate in [mask / rel] + [mask / rel.with_suffix(s) for s in sorted(IMAGE_SUFFIXES)]:
+        if candidate.is_file():
+            return candidate
+    raise CnnImgError(f"no mask for {path} in {mask} (expected {mask / rel.with_suffix('.png')} or the same name "
+                      f"with another image extension)")
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    model = _load(args, "inpaint")
+    mask = Path(args.mask)
+    if not mask.exists():
+        raise CnnImgError(f"--mask {mask} does not exist; pass a mask image or a folder of masks")
+    return _restoration(args, "inpaint", lambda im, path, root: pipelines.inpaint(
+        model, im, open_image(_mask_for(mask, path, root)), dilate=args.dilate, device=args.device, tile=args.tile,
+        precision=args.precision), "_inpainted")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    print("registered models:")
+    for name in list_models():
+        print(f"  {name:28s} {model_class(name).task}")
+    print(f"model folders in {WEIGHTS_DIR}:")
+    folders = sorted(p for p in WEIGHTS_DIR.iterdir() if p.is_dir()) if WEIGHTS_DIR.is_dir() else []
+    for folder in folders:
+        try:
+            config = read_config(folder)
+            print(f"  {folder.name:28s} {config.get('task')} ({config['model_name']})")
+        except CnnImgError as e:
+            print(f"  {folder.name:28s} unreadable: {e}")
+    if not folders:
+        print("  (none)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    config = read_config(resolve_folder(args.model))
+    print(json.dumps(config, indent=2, sort_keys=True))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cnnimg_hub", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, command: str) -> None:
+        p.add_argument("--model", help="model folder or Hub repo id (user/name[@revision]); default: weights/"
+                                       + DEFAULT_WEIGHTS[command])
+        p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+
+    def restoration(p: argparse.ArgumentParser) -> None:
+        p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
+        p.add_argument("-o", "--output", help="output folder (default: next to each input, with a suffix)")
+        p.add_argument("--tile", type=_tile, default="auto", help="auto (the model's advice), none, or tile "
+                                                                  "size in pixels")
+        p.add_argument("--precision", default="auto", choices=["auto", *pipelines.PRECISIONS],
+                       help="auto: fp16 on CUDA, fp32 elsewhere")
+
+    p = sub.add_parser("classify", help="top-k labels of images")
+    common(p, "classify")
+    p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("-k", "--top-k", type=int, default=5, help="labels per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("-o", "--output", help="also write the results to this file (JSON with --json, else TSV)")
+
+    p = sub.add_parser("generate", help="class-conditional samples and a grid")
+    common(p, "generate")
+    p.add_argument("--class", dest="class_", help="class index or name (default: every class, one grid row each)")
+    p.add_argument("-n", "--num-images", type=int, default=8, help=f"images per class, 1-{pipelines.MAX_GENERATE} "
+                                                                   f"(default 8)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same images")
+    p.add_argument("--interpolate", type=int, metavar="SEED_B", help="walk from --seed's latent to SEED_B's in "
+                                                                     "--num-images steps instead")
+    p.add_argument("-o", "--output", help="output folder (default: ./generated)")
+
+    p = sub.add_parser("upscale", help="super-resolution")
+    common(p, "upscale")
+    restoration(p)
+    p.add_argument("--scale", type=int, choices=[2, 3, 4], help=f"picks the default model weights/sr-x<scale> "
+                                                                f"(default {DEFAULT_SCALE})")
+
+    p = sub.add_parser("denoise", help="remove Gaussian noise")
+    common(p, "denoise")
+    restoration(p)
+    p.add_argument("--sigma", type=float, help="noise std on the 0-255 scale (default: estimated per image)")
+
+    p = sub.add_parser("inpaint", help="fill masked holes")
+    common(p, "inpaint")
+    restoration(p)
+    p.add_argument("--mask", required=True, help="mask image (white = hole), or a folder of masks with the "
+                                                 "inputs' names")
+    p.add_argument("--dilate", type=int, default=0, help="grow the holes by this many pixels (default 0)")
+
+    sub.add_parser("list", help="registered models and the folders in weights/")
+    p = sub.add_parser("info", help="print a model's config.json")
+    p.add_argument("model", help="model folder or Hub repo id (user/name[@revision])")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands = {"classify": cmd_classify, "generate": cmd_generate, "denoise": cmd_denoise, "inpaint": cmd_inpaint,
+                "list": cmd_list, "info": cmd_info}
+    try:
+        if args.command == "upscale":
+            return cmd_upscale(args, parser)
+        return commands[args.command](args)
+    except CnnImgError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
