@@ -180,9 +180,12 @@ def _to_model(color: Image.Image, channels: int) -> tuple[torch.Tensor, Callable
 
 
 def _int(name: str, value: Any, low: int, high: int) -> int:
-    """An integer parameter in [low, high], else ImageInputError (bools and floats are refused, not rounded)."""
+    """An integer parameter in [low, high], else ImageInputError. Whole floats (8.0, from UI sliders) are taken;
+    bools and fractional floats are refused, not rounded."""
     if isinstance(value, bool):
         raise ImageInputError(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     try:
         value = operator.index(value)
     except TypeError:

@@ -150,6 +150,7 @@ def test_generate_is_deterministic(gens):
         assert len(a) == 4 and a[0].size == (28, 28) and a[0].mode == "L" and info.dtype == "float32"
         assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
         assert not all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, c))
+    assert len(generate(gens[0], 3.0, num_images=2.0, seed=7.0)[0]) == 2  # whole floats, as UI sliders send
 
 
 def test_interpolate_starts_and_ends_at_the_seeds(gens):
@@ -165,7 +166,7 @@ def test_interpolate_starts_and_ends_at_the_seeds(gens):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(class_index=10), "class_index"), (dict(class_index=-1), "class_index"),
-    (dict(class_index=1.5), "integer"), (dict(num_images=0), "num_images"), (dict(num_images=65), "num_images"),
+    (dict(class_index=1.5), "integer"), (dict(class_index="1"), "integer"), (dict(num_images=0), "num_images"), (dict(num_images=65), "num_images"),
     (dict(seed=-1), "seed"), (dict(seed=2 ** 63), "seed"), (dict(seed=True), "integer")])
 def test_generate_refuses_bad_parameters(gens, kwargs, match):
     with pytest.raises(ImageInputError, match=match):
