@@ -77,16 +77,18 @@ class ResNetClassifier(HubModel, tags=["image-classification", "cnn"]):
                 "color_mode": "RGB" if self.in_channels == 3 else "L", "interpolation": "bicubic",
                 "crop": "center", "output": "logits"}
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W) in [0, 1] -> pooled features (N, widths[-1]); the space our generator FID uses."""
+        x = self.stages(self.stem((x - self.mean) / self.std))
+        return torch.amax(x, dim=(2, 3))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1] -> logits (N, num_classes)."""
-        x = (x - self.mean) / self.std
-        x = self.stages(self.stem(x))
-        x = torch.amax(x, dim=(2, 3))
-        return self.head(self.dropout(x))
+        return self.head(self.dropout(self.features(x)))
 
 
 register_model("classifier-resnet", ResNetClassifier)
-register_model("classifier-cifar10", ResNetClassifier, in_channels=3, image_size=32, widths=[32, 64, 128, 256],
+register_model("classifier-cifar10", ResNetClassifier, in_channels=3, image_size=32, widths=[24, 48, 96, 192],
                label_names=CIFAR10_LABELS, mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616])
-register_model("classifier-fashion-mnist", ResNetClassifier, in_channels=1, image_size=28, widths=[32, 64, 128],
+register_model("classifier-fashion-mnist", ResNetClassifier, in_channels=1, image_size=28, widths=[24, 48, 96],
                label_names=FASHION_MNIST_LABELS, mean=[0.2860], std=[0.3530])

@@ -35,6 +35,14 @@ class FFDNet(HubModel, tags=["denoising", "ffdnet"]):
             layers += [nn.Conv2d(n_feats, n_feats, 3, padding=1), nn.ReLU(True)]
         layers += [nn.Conv2d(n_feats, 4 * in_channels, 3, padding=1)]
         self.body = nn.Sequential(*layers)
+        # He init keeps the signal alive through the plain conv-ReLU stack (PyTorch's default shrinks it layer by
+        # layer and the net then learns little more than a bias).
+        for m in self.body:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.body[-1].weight)  # start as the identity (no noise removed), not as random noise
+        nn.init.zeros_(self.body[-1].bias)
 
     def inference_config(self) -> dict:
         return {"input_range": [0, 1], "color_mode": "RGB" if self.in_channels == 3 else "L",

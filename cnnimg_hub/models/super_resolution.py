@@ -31,7 +31,7 @@ class _SRBase(HubModel):
     tile_size = 192
 
     def inference_config(self) -> dict:
-        return {"input_range": [0, 1], "color_mode": "RGB", "min_size": 1, "multiple_of": 1,
+        return {"input_range": [0, 1], "color_mode": "RGB" if self.in_channels == 3 else "L", "min_size": 1, "multiple_of": 1,
                 "tile_size": self.tile_size, "tile_overlap": 12}
 
 
@@ -49,7 +49,7 @@ class ESPCN(_SRBase, tags=["super-resolution", "espcn"]):
 
     def __init__(self, scale: int = 4, in_channels: int = 3, n_feats: int = 32, n_layers: int = 4):
         super().__init__()
-        self.scale = _check_scale(scale)
+        self.scale, self.in_channels = _check_scale(scale), in_channels
         layers = [nn.Conv2d(in_channels, n_feats, 5, padding=2), nn.PReLU(n_feats)]
         for _ in range(n_layers):
             layers += [nn.Conv2d(n_feats, n_feats, 3, padding=1), nn.PReLU(n_feats)]
@@ -92,7 +92,7 @@ class EDSR(_SRBase, tags=["super-resolution", "edsr"]):
     def __init__(self, scale: int = 4, in_channels: int = 3, n_feats: int = 64, n_resblocks: int = 16,
                  res_scale: float = 1.0, rgb_mean: list[float] | None = None):
         super().__init__()
-        self.scale = _check_scale(scale)
+        self.scale, self.in_channels = _check_scale(scale), in_channels
         mean = rgb_mean or ([0.4488, 0.4371, 0.4040] if in_channels == 3 else [0.5] * in_channels)
         self.register_buffer("rgb_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.head = nn.Conv2d(in_channels, n_feats, 3, padding=1)
@@ -114,4 +114,4 @@ class EDSR(_SRBase, tags=["super-resolution", "edsr"]):
 
 register_model("sr-espcn", ESPCN)
 register_model("sr-edsr-baseline", EDSR, n_feats=64, n_resblocks=16)
-register_model("sr-edsr-small", EDSR, n_feats=48, n_resblocks=8)
+register_model("sr-edsr-small", EDSR, n_feats=64, n_resblocks=8)

@@ -1,0 +1,198 @@
+"""The project's evaluation: quality of each task on its validation set, against the classical baselines.
+
+Used by the training scripts (numbers written into each model card) and by the command line::
+
+    python -m cnnimg_hub.evaluate --weights weights --data ../shared/datasets [--quick] [--json out.json]
+
+SR: PSNR/SSIM on the Y channel with `scale` pixels of border cropped, HR mod-cropped to the scale, LR made with
+PIL bicubic (or the MATLAB-bicubic LR files in sr-lr-matlab/). Denoising: PSNR/SSIM on RGB of CBSD68 with
+Gaussian noise of a fixed seed, clipped to [0, 255] and quantised to uint8 as in the literature's test scripts.
+Inpainting: PSNR/SSIM over the whole image on 256x256 center crops of BSD100 with fixed-seed masks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import baselines
+from .degrade import add_noise, random_mask
+from .metrics import psnr, ssim
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _tensor(img: Image.Image) -> torch.Tensor:
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+
+
+def _image(t: torch.Tensor) -> Image.Image:
+    a = (t[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(a)
+
+
+def _padded_call(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, multiple: int, scale: int = 1):
+    """Reflect-pad H and W up to `multiple`, run, crop back (output `scale` times larger)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+    return fn(x)[..., : h * scale, : w * scale]
+
+
+def _mean(rows: list[dict]) -> dict:
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+
+
+# ----------------------------------------------------------------------------------------------- super-resolution
+@torch.inference_mode()
+def eval_sr(model, data: Path, sets=("Set5", "Set14", "BSD100"), lr_source: str = "pil",
+            max_images: int | None = None) -> dict[str, dict]:
+    """{set: {psnr, ssim, bicubic_psnr, bicubic_ssim, images}} for `model.scale`.
+
+    lr_source "pil": LR = PIL bicubic of the mod-cropped HR; "matlab": LR from data/sr-lr-matlab/<set>/x<scale>.
+    """
+    s = model.scale
+    device = next(model.parameters()).device
+    out = {}
+    for name in sets:
+        rows = []
+        files = list_images(data / "val" / name)
+        lr_files = list_images(data / "sr-lr-matlab" / name / f"x{s}") if lr_source == "matlab" else files
+        if len(lr_files) != len(files):
+            raise FileNotFoundError(f"{name}: {len(files)} HR images but {len(lr_files)} MATLAB LR files")
+        for f, lr_file in list(zip(files, lr_files))[:max_images]:
+            hr = Image.open(f).convert("RGB")
+            hr = hr.crop((0, 0, hr.width - hr.width % s, hr.height - hr.height % s))
+            if lr_source == "matlab":  # SelfExSR names them img_001_SRF_2_LR.png ... in the HR files' sorted order
+                lr = Image.open(lr_file).convert("RGB")
+                if (lr.width * s, lr.height * s) != hr.size:
+                    raise ValueError(f"{lr_file} ({lr.size}) is not {f.name} ({hr.size}) downscaled by {s}")
+            else:
+                lr = hr.resize((hr.width // s, hr.height // s), Image.BICUBIC)
+            sr = _image(model(_tensor(lr).to(device)))
+            bic = lr.resize(hr.size, Image.BICUBIC)
+            rows.append({"psnr": psnr(sr, hr, border=s, y_channel=True), "ssim": ssim(sr, hr, border=s, y_channel=True),
+                         "bicubic_psnr": psnr(bic, hr, border=s, y_channel=True),
+                         "bicubic_ssim": ssim(bic, hr, border=s, y_channel=True)})
+        out[name] = {**_mean(rows), "images": len(rows)}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- denoising
+@torch.inference_mode()
+def eval_denoise(model, data: Path, sigmas=(15, 25, 50), set_name: str = "CBSD68", baseline_names=("bm3d", "nlm"),
+                 max_images: int | None = None, seed: int = 0) -> dict[str, dict]:
+    """{f"sigma{σ}": {psnr, ssim, <baseline>_psnr, <baseline>_ssim, seconds, <baseline>_seconds, images}}."""
+    device = next(model.parameters()).device
+    files = list_images(data / "val" / set_name)[:max_images]
+    out = {}
+    for sigma in sigmas:
+        rows = []
+        for i, f in enumerate(files):
+            clean = Image.open(f).convert("RGB")
+            noisy = add_noise(clean, sigma, seed + i)
+            t0 = time.perf_counter()
+            den = _image(_padded_call(lambda x: model(x, float(sigma)), _tensor(noisy).to(device), 2))
+            row = {"psnr": psnr(den, clean), "ssim": ssim(den, clean), "seconds": time.perf_counter() - t0}
+            for b in baseline_names:
+                t0 = time.perf_counter()
+                res = baselines.bm3d_denoise(noisy, sigma) if b == "bm3d" else baselines.nlm_denoise(noisy, sigma)
+                row.update({f"{b}_psnr": psnr(res, clean), f"{b}_ssim": ssim(res, clean),
+                            f"{b}_seconds": time.perf_counter() - t0})
+            rows.append(row)
+        out[f"sigma{sigma}"] = {**_mean(rows), "images": len(rows)}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- inpainting
+def eval_masks(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """The fixed masks of the inpainting evaluation (10-40% holes, strokes and boxes), same for every method."""
+    rng = random.Random(seed)
+    return [random_mask(size, size, rng) for _ in range(n)]
+
+
+@torch.inference_mode()
+def eval_inpaint(model, data: Path, set_name: str = "BSD100", size: int = 256, baseline_names=("telea", "ns"),
+                 max_images: int | None = None, seed: int = 0) -> dict[str, dict]:
+    device = next(model.parameters()).device
+    files = list_images(data / "val" / set_name)[:max_images]
+    masks = eval_masks(len(files), size, seed)
+    rows = []
+    for f, m in zip(files, masks):
+        img = Image.open(f).convert("RGB")
+        left, top = (img.width - size) // 2, (img.height - size) // 2
+        clean = img.crop((left, top, left + size, top + size))
+        mask_t = torch.from_numpy(m)[None, None].to(device)
+        out = _image(model(_tensor(clean).to(device), mask_t))
+        row = {"psnr": psnr(out, clean), "ssim": ssim(out, clean), "hole_fraction": float(m.mean())}
+        mask_img = Image.fromarray((m * 255).astype(np.uint8))
+        holed = Image.fromarray((np.asarray(clean) * (1 - m[..., None])).astype(np.uint8))
+        for b in baseline_names:
+            res = baselines.telea(holed, mask_img) if b == "telea" else baselines.navier_stokes(holed, mask_img)
+            row.update({f"{b}_psnr": psnr(res, clean), f"{b}_ssim": ssim(res, clean)})
+        rows.append(row)
+    return {set_name: {**_mean(rows), "images": len(rows)}}
+
+
+# ----------------------------------------------------------------------------------------------- classification
+@torch.inference_mode()
+def eval_classifier(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
+                    flip_tta: bool = False) -> dict[str, float]:
+    """Top-1 and top-5 accuracy of uint8 (N, C, H, W) images; flip_tta averages with the mirrored image."""
+    device = next(model.parameters()).device
+    correct1 = correct5 = 0
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(device).float() / 255.0
+        logits = model(x)
+        if flip_tta:
+            logits = logits + model(x.flip(-1))
+        y = labels[i:i + batch_size].to(device)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += (top[:, 0] == y).sum().item()
+        correct5 += (top == y[:, None]).any(1).sum().item()
+    return {"top1": correct1 / len(images), "top5": correct5 / len(images), "images": len(images)}
+
+
+# ----------------------------------------------------------------------------------------------- generation
+def _fid(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017)."""
+    from scipy import linalg
+
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = covmean.real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+@torch.inference_mode()
+def eval_generator(model, judge, test_images: torch.Tensor, n: int = 10000, seed: int = 0,
+                   batch_size: int = 500) -> dict[str, float]:
+    """Class agreement of a held-out classifier (`judge`) with the requested class over `n` samples (classes
+    balanced), and FID in the judge's feature space between the samples and the test set."""
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % model.num_classes
+    agree, feats = 0, []
+    for i in range(0, n, batch_size):
+        y = labels[i:i + batch_size]
+        x = model.generate(y, generator=gen)
+        agree += (judge(x).argmax(1).cpu() == y).sum().item()
+        feats.append(judge.features(x).cpu().numpy())
+    real = torch.cat([judge.features(test_images[i:i + batch_size].to(device).float() / 255.0).cpu()
+                      for i in range(0, len(test_images), batch_size)]).numpy()
+    return {"class_agreement": agree / n, "fid_judge": _fid(np.concatenate(feats), real), "samples": n}

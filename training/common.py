@@ -1,0 +1,236 @@
+"""Pieces the training scripts share: config overrides, data (image folders, CIFAR-10, Fashion-MNIST),
+degradations (bicubic downscale, Gaussian noise, free-form masks), checkpoints and the final Hub-ready folder.
+
+The scripts stay flat and readable; anything here is used by at least two of them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import io
+import json
+import math
+import os
+import random
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as `python training/train_x.py` from anywhere
+from cnnimg_hub.degrade import add_noise, random_mask  # noqa: E402,F401  (re-exported for the scripts)
+
+DATA = Path(os.environ.get("CNNIMG_DATA", REPO.parent / "shared" / "datasets"))
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+# ----------------------------------------------------------------------------------------------- config
+def parse_config(cfg_cls, argv: list[str] | None = None):
+    """Build the dataclass from its defaults and typed `--key value` overrides (bools: --flag / --no-flag)."""
+    parser = argparse.ArgumentParser(description=(cfg_cls.__doc__ or "").strip())
+    for f in dataclasses.fields(cfg_cls):
+        name = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind = f.type if isinstance(f.type, type) else eval(f.type, {"Optional": None})  # noqa: S307 (own types)
+        if kind is bool:
+            parser.add_argument(name, action=argparse.BooleanOptionalAction, default=default)
+        elif isinstance(default, list):
+            parser.add_argument(name, nargs="+", type=type(default[0]) if default else str, default=default)
+        else:
+            parser.add_argument(name, type=kind if kind in (int, float, str) else str, default=default)
+    return cfg_cls(**vars(parser.parse_args(argv)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class RunLog:
+    """Appends one JSON line per event to <run_dir>/log.jsonl and echoes a short line to stdout."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.path, self.enabled, self.t0 = run_dir / "log.jsonl", enabled, time.time()
+        if enabled:
+            run_dir.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, **record: Any) -> None:
+        if not self.enabled:
+            return
+        record = {"time": round(time.time() - self.t0, 1), **record}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()), flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, **state: Any) -> None:
+    """Resumable state (model, optimizer, scheduler state dicts, counters); written atomically."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    # weights_only: tensors, dicts and numbers only, never arbitrary pickled objects
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def cosine_schedule(opt: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to zero at `steps`."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (
+        1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
+def resume(ckpt: Path, log: RunLog, seed: int, **objects: Any) -> int:
+    """Load `objects` (model=..., opt=..., sched=...) from `ckpt` if it exists; returns the step to go on from."""
+    if not ckpt.exists():
+        log(event="resume", note=f"no checkpoint at {ckpt}, starting fresh")
+        return 0
+    state = load_checkpoint(ckpt)
+    for name, obj in objects.items():
+        obj.load_state_dict(state[name])
+    seed_everything(seed + state["step"])  # fresh random draws after a resume
+    log(event="resume", step=state["step"])
+    return state["step"]
+
+
+def finish(model, out_dir: Path, run_dir: Path, cfg, *, eval_results: list[dict], datasets: list[str],
+           metrics: dict, push_to_hub: str = "", description: str | None = None) -> None:
+    """Write the Hub-ready folder (config.json, model.safetensors, README.md card with the results), the run's
+    training_config.json and metrics.json beside the checkpoint, and optionally push the folder."""
+    from cnnimg_hub import push_to_hub as push
+    from cnnimg_hub import save_model
+
+    training_config = dataclasses.asdict(cfg)
+    training_config.pop("push_to_hub", None)
+    save_model(model, out_dir, eval_results=eval_results, datasets=datasets, training_config=training_config,
+               repo_id=push_to_hub or None, description=description)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "training_config.json").write_text(json.dumps(training_config, indent=2) + "\n")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"wrote {out_dir}: {json.dumps(metrics)}")
+    if push_to_hub:
+        sha = push(out_dir, push_to_hub)
+        print(f"pushed {out_dir} to {push_to_hub} @ {sha}")
+
+
+# ----------------------------------------------------------------------------------------------- image folders
+def list_images(folders: list[str | Path]) -> list[Path]:
+    files = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise SystemExit(f"data folder {folder} does not exist (set --data or CNNIMG_DATA)")
+        if "val" in folder.parts:
+            raise SystemExit(f"{folder} is a validation set: never train on val/")
+        files += sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return files
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Random `size` x `size` RGB crops with flips and 90-degree rotations, from images held in memory.
+
+    `epoch_size` crops make one epoch. Images smaller than the crop are skipped. `scales` optionally
+    rescales each source image (data augmentation for SR/denoise), done once up front.
+    """
+
+    def __init__(self, files: list[Path], size: int, epoch_size: int, scales: tuple[float, ...] = (1.0,)):
+        self.images = []
+        for f in files:
+            img = Image.open(f).convert("RGB")
+            for s in scales:
+                im = img if s == 1.0 else img.resize((round(img.width * s), round(img.height * s)), Image.BICUBIC)
+                if min(im.size) >= size:
+                    self.images.append(np.asarray(im))
+        if not self.images:
+            raise SystemExit(f"no training image is at least {size} px")
+        self.size, self.epoch_size = size, epoch_size
+
+    def __len__(self) -> int:
+        return self.epoch_size
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = self.images[random.randrange(len(self.images))]
+        y, x = random.randrange(img.shape[0] - self.size + 1), random.randrange(img.shape[1] - self.size + 1)
+        p = img[y:y + self.size, x:x + self.size]
+        if random.random() < 0.5:
+            p = p[:, ::-1]
+        p = np.rot90(p, random.randrange(4))
+        return torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1).float() / 255.0
+
+
+def to_pil(t: torch.Tensor) -> Image.Image:
+    a = (t.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(a.squeeze(2) if a.shape[2] == 1 else a)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    a = a[..., None] if a.ndim == 2 else a
+    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------- degradations
+def bicubic_down(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """Batch (N, 3, H, W) -> PIL-bicubic LR, the same degradation the evaluation and the app use."""
+    out = []
+    for t in hr:
+        img = to_pil(t)
+        out.append(to_tensor(img.resize((img.width // scale, img.height // scale), Image.BICUBIC)))
+    return torch.stack(out)
+
+
+# ----------------------------------------------------------------------------------------------- labelled sets
+def fashion_mnist(split: str, root: Path = FASHION_MNIST) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, 28, 28) uint8 images and (N,) labels; split 'train' (60k) or 'test' (10k)."""
+    prefix = "train" if split == "train" else "t10k"
+    img_path, lab_path = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
+    if not img_path.exists():
+        raise SystemExit(f"{img_path} missing: apt-get install -y dataset-fashion-mnist (or pass --data)")
+    with gzip.open(img_path) as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
+    with gzip.open(lab_path) as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+def cifar10(split: str, archive: Path | None = None, cache: Path = REPO / "data") -> tuple[torch.Tensor, torch.Tensor,
+                                                                                          list[str]]:
+    """(N, 3, 32, 32) uint8, (N,) labels and class names from the JPEG tarball (decoded once, cached as .npz)."""
+    archive = archive or DATA / "cifar10-jpg.tar.gz"
+    cached = cache / f"cifar10-{split}.npz"
+    if not cached.exists():
+        if not archive.exists():
+            raise SystemExit(f"{archive} missing (pass --data)")
+        images, labels, names = [], [], {}
+        with tarfile.open(archive) as tar:
+            for m in tar:
+                parts = Path(m.name).parts
+                if not m.isfile() or split not in parts or not m.name.lower().endswith((".jpg", ".jpeg", ".png")):
+                    continue
+                cls = parts[-2]
+                names.setdefault(cls, None)
+                images.append(np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB")))
+                labels.append(cls)
+        classes = sorted(names)
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(cached, images=np.stack(images), labels=np.array([classes.index(c) for c in labels]),
+                 classes=np.array(classes))
+    d = np.load(cached)
+    return (torch.from_numpy(d["images"]).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(d["labels"]).long(),
+            [str(c) for c in d["classes"]])
