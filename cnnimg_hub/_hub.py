@@ -148,11 +148,12 @@ def _hub_error(e: Exception, repo_id: str, revision: str | None) -> Exception:
     if isinstance(e, (RepositoryNotFoundError, GatedRepoError)):
         return ModelNotFoundError(f"Hub repo {repo_id!r} was not found (or is private: log in with "
                                   f"`hf auth login` or set HF_TOKEN)")
+    if isinstance(e, LocalEntryNotFoundError):  # (a subclass of EntryNotFoundError: test it first)
+        return ModelNotFoundError(f"{where} is not in the local Hugging Face cache and the Hub cannot be reached "
+                                  f"(offline, HF_HUB_OFFLINE=1 or the Hub is down); connect once to download it, "
+                                  f"or pass a local folder")
     if isinstance(e, EntryNotFoundError):
         return ModelLoadError(f"Hub repo {where} has no {FILES[0]}/{FILES[1]}: it is not a cnnimg-hub model")
-    if isinstance(e, LocalEntryNotFoundError):
-        return ModelNotFoundError(f"{where} is not in the local Hugging Face cache and the Hub cannot be reached "
-                                  f"(offline or HF_HUB_OFFLINE=1); connect once to download it, or pass a folder")
     return HubError(f"the Hub failed while fetching {where}: {e}. Try again later; a copy in the local cache "
                     f"is used when one exists")
 
@@ -173,10 +174,8 @@ def resolve_folder(source: str | Path, revision: str | None = None, *, cache_dir
         path = snapshot_download(text, revision=revision, cache_dir=cache_dir, token=token,
                                  local_files_only=local_files_only, allow_patterns=list(FILES) + ["*.bin", "*.pt"],
                                  etag_timeout=10)
-    except Exception as e:  # the client raises many kinds; map the known ones, keep the cause
-        if isinstance(e, (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError)):
-            raise _hub_error(e, text, revision) from e
-        raise
+    except (HfHubHTTPError, EntryNotFoundError, OSError, ValueError) as e:  # map the client's errors, keep the cause
+        raise _hub_error(e, text, revision) from e
     return Path(path)
 
 

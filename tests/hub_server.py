@@ -16,6 +16,7 @@ Supported (models, datasets and spaces):
 * ``POST /api/{type}s/{ns}/{name}/paths-info/{rev}``         get_paths_info
 * ``POST /api/{type}s/{ns}/{name}/preupload/{rev}``          upload step 1: always "regular" mode
 * ``POST /api/{type}s/{ns}/{name}/commit/{rev}``             upload step 2: NDJSON commit
+* ``POST /api/{type}s/{ns}/{name}/branch/{branch}``          create_branch (409 if it exists)
 * ``HEAD|GET /[{type}s/]{ns}/{name}/resolve/{rev}/{path}``   hf_hub_download (Range supported)
 
 Every file is uploaded in "regular" mode (base64 inside the commit payload), so
@@ -317,6 +318,7 @@ class HubServer:
             ({"POST"}, rf"{repo}/paths-info/{seg}", self._paths_info),
             ({"POST"}, rf"{repo}/preupload/{seg}", self._preupload),
             ({"POST"}, rf"{repo}/commit/{seg}", self._commit),
+            ({"POST"}, rf"{repo}/branch/{seg}", self._create_branch),
             ({"GET", "HEAD"}, r"/(?:(datasets|spaces)/)?([^/]+)/([^/]+)/resolve/([^/]+)/(.+)", self._resolve),
         ]
         return [(methods, re.compile(pattern), handler) for methods, pattern, handler in table]
@@ -485,6 +487,18 @@ class HubServer:
             answer.append({"path": path, "uploadMode": "regular", "shouldIgnore": False,
                            "oid": files.get(path, {}).get("oid")})  # fmt: skip
         return json_response({"files": answer, "commitOid": head})
+
+    def _create_branch(self, req: Request, type_plural: str, ns: str, name: str, branch: str) -> Response:
+        """create_branch: 409 if it exists (the client's exist_ok accepts that), else point it at the start."""
+        body = req.json() if req.body else {}
+        with self.store.lock:
+            state = self._load_repo(type_plural, ns, name)
+            if check_revision(branch) in state["branches"]:
+                raise HubError(409, f"Branch {branch} already exists")
+            start = resolve_revision(state, (body or {}).get("startingPoint") or "main")
+            state["branches"][branch] = start["id"]
+            self.store.save(state)
+        return json_response({})
 
     def _commit(self, req: Request, type_plural: str, ns: str, name: str, rev: str) -> Response:
         if req.query.get("create_pr"):

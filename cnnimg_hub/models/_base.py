@@ -6,6 +6,8 @@ README.md with the enriched config and our model card.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,17 @@ class HubModel(
 
     # --- Hub plumbing (kept in _hub.py; imported lazily to avoid an import cycle)
     def save_pretrained(self, save_directory, **kwargs):  # type: ignore[override]
-        # The mixin keeps an existing README.md; a re-save must refresh the card with the new results.
-        (Path(save_directory) / "README.md").unlink(missing_ok=True)
-        return super().save_pretrained(save_directory, **kwargs)
+        """Write the folder through a temp folder beside it, then move each file into place: a crash part-way
+        leaves the previous model intact (the mixin alone deletes config.json first and keeps a stale card)."""
+        target = Path(save_directory)
+        target.mkdir(parents=True, exist_ok=True)
+        if kwargs.get("push_to_hub"):
+            kwargs.setdefault("repo_id", target.name)
+        with tempfile.TemporaryDirectory(dir=target, prefix=".saving-") as tmp:
+            result = super().save_pretrained(tmp, **kwargs)
+            for path in Path(tmp).iterdir():
+                os.replace(path, target / path.name)
+        return result
 
     def _save_pretrained(self, save_directory: Path) -> None:
         from .._hub import write_config, write_weights

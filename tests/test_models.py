@@ -1,0 +1,190 @@
+"""Every registered model: forward pass at tiny sizes, save -> load round trip (exact files, config, outputs),
+and the strict loader's refusals (missing/unexpected keys, shapes, unknown config keys, pickle, corrupt files)."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from cnnimg_hub import create_model, list_models, load_model, save_model
+from cnnimg_hub._hub import FILES
+from cnnimg_hub._registry import model_class
+from cnnimg_hub.errors import ModelLoadError, ModelNotFoundError, WrongTaskError
+
+# small overrides so every family runs in milliseconds on a CPU
+TINY = {
+    "classifier-resnet": dict(widths=[8, 8, 8]), "classifier-cifar10": dict(widths=[8, 8, 8]),
+    "classifier-fashion-mnist": dict(widths=[8, 8]), "generator-dcgan": dict(base_channels=8),
+    "generator-vae": dict(base_channels=8), "sr-espcn": dict(n_feats=8, n_layers=1),
+    "sr-edsr-baseline": dict(n_feats=8, n_resblocks=1), "sr-edsr-small": dict(n_feats=8, n_resblocks=1),
+    "inpaint-gated-unet": dict(base_channels=8, depth=2), "denoise-ffdnet": dict(n_feats=8, n_layers=3),
+    "denoise-ffdnet-small": dict(n_feats=8, n_layers=3),
+}
+
+
+def tiny(name: str, **kw):
+    torch.manual_seed(0)
+    model = create_model(name, **{**TINY.get(name, {}), **kw}).eval()
+    with torch.no_grad():  # untrained SR/denoise nets start as exact bicubic/identity: make outputs depend on weights
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.01)
+    return model
+
+
+def run(model) -> torch.Tensor:
+    """One forward pass on a fixed input of the right kind; returns a tensor to compare."""
+    torch.manual_seed(1)
+    if model.task == "image-classification":
+        return model(torch.rand(2, model.in_channels, model.image_size, model.image_size))
+    if model.task == "image-generation":
+        return model.generate(torch.tensor([0, 3]), generator=torch.Generator().manual_seed(0))
+    if model.task == "super-resolution":
+        return model(torch.rand(1, 3, 10, 12))
+    if model.task == "inpainting":
+        return model(torch.rand(1, 3, 16, 24), (torch.rand(1, 1, 16, 24) > 0.7).float())
+    return model(torch.rand(1, 3, 16, 20), 25.0)
+
+
+def test_registry_lists_every_family():
+    tasks = {model_class(n).task for n in list_models()}
+    assert tasks == {"image-classification", "image-generation", "super-resolution", "inpainting", "denoising"}
+    assert set(TINY) == set(list_models())
+    assert list_models("super-resolution") == ["sr-edsr-baseline", "sr-edsr-small", "sr-espcn"]
+    with pytest.raises(KeyError, match="unknown model"):
+        create_model("sr-nope")
+    with pytest.raises(TypeError, match="unknown argument"):
+        create_model("sr-espcn", scael=2)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_forward_and_round_trip(name, tmp_path):
+    model = tiny(name)
+    out = run(model)
+    assert torch.isfinite(out).all()
+    save_model(model, tmp_path / "m", eval_results=[{"dataset_name": "Tiny", "metric_type": "psnr",
+                                                      "metric_value": 12.5}], datasets=["tiny"])
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(FILES)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["model_name"] == name and config["task"] == model.task
+    assert config["library_version"] and config["num_parameters"] == sum(p.numel() for p in model.parameters())
+    loaded = load_model(tmp_path / "m", task=model.task)
+    assert type(loaded) is type(model) and loaded.config == config
+    torch.testing.assert_close(run(loaded), out, rtol=0, atol=0)
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "model-index" in card and "12.5" in card and "license: mit" in card
+    assert "More Information Needed" not in card
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_sr_scales(scale):
+    for name in ("sr-espcn", "sr-edsr-small"):
+        assert tiny(name, scale=scale)(torch.rand(1, 3, 7, 5)).shape == (1, 3, 7 * scale, 5 * scale)
+    with pytest.raises(ValueError, match="scale"):
+        create_model("sr-espcn", scale=5)
+
+
+def test_inpainting_keeps_known_pixels():
+    model = tiny("inpaint-gated-unet")
+    img, mask = torch.rand(1, 3, 16, 16), torch.zeros(1, 1, 16, 16)
+    mask[..., 4:9, 4:9] = 1
+    out = model(img, mask)
+    assert torch.equal(out * (1 - mask), img * (1 - mask))
+
+
+def test_mixin_from_pretrained_works_too(tmp_path):
+    model = tiny("sr-espcn", scale=2)
+    model.save_pretrained(tmp_path / "m")
+    again = type(model).from_pretrained(tmp_path / "m")
+    assert again.scale == 2
+    torch.testing.assert_close(again(torch.ones(1, 3, 4, 4)), model(torch.ones(1, 3, 4, 4)))
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = tiny("denoise-ffdnet")
+    return save_model(model, tmp_path / "m")
+
+
+def test_wrong_task_is_refused(saved):
+    with pytest.raises(WrongTaskError, match="'denoising' model"):
+        load_model(saved, task="super-resolution")
+
+
+def test_missing_and_unexpected_keys(saved):
+    weights = saved / "model.safetensors"
+    state = load_file(weights)
+    state.pop(next(iter(state)))
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, weights)
+    with pytest.raises(ModelLoadError, match=r"model.safetensors does not match its config.json: missing keys"):
+        load_model(saved)
+
+
+def test_shape_mismatch_names_the_file(saved):
+    config = json.loads((saved / "config.json").read_text())
+    config["n_feats"] = 16
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"model.safetensors: tensor .* has shape .* config.json implies"):
+        load_model(saved)
+
+
+def test_unknown_config_key(saved):
+    config = json.loads((saved / "config.json").read_text())
+    config["attention_heads"] = 8
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"unknown key\(s\) \['attention_heads'\]"):
+        load_model(saved)
+
+
+def test_bad_config_files(saved):
+    path = saved / "config.json"
+    path.write_text("{not json")
+    with pytest.raises(ModelLoadError, match="not valid JSON"):
+        load_model(saved)
+    path.write_text(json.dumps({"model_name": "sr-espcn", "pad": "x" * 300_000}))
+    with pytest.raises(ModelLoadError, match="byte limit"):
+        load_model(saved)
+    path.write_text(json.dumps({"hidden_size": 3}))
+    with pytest.raises(ModelLoadError, match="not written by cnnimg-hub"):
+        load_model(saved)
+    path.write_text(json.dumps({"model_name": "gpt-5"}))
+    with pytest.raises(ModelLoadError, match="unknown model_name"):
+        load_model(saved)
+
+
+def test_pickle_only_folder_is_never_unpickled(saved, monkeypatch):
+    (saved / "model.safetensors").unlink()
+    (saved / "pytorch_model.bin").write_bytes(b"not even opened")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
+    with pytest.raises(ModelLoadError, match="pickle files are never loaded"):
+        load_model(saved)
+
+
+def test_corrupt_safetensors(saved):
+    (saved / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(ModelLoadError, match="not a valid safetensors file"):
+        load_model(saved)
+
+
+def test_not_a_folder_nor_repo_id(tmp_path):
+    for bad in [str(tmp_path / "missing"), "../../etc/passwd", "a/b/c", "user/../x"]:
+        with pytest.raises(ModelNotFoundError, match="neither an existing folder nor a Hub repo id"):
+            load_model(bad)
+
+
+def test_atomic_save_leaves_old_weights_on_crash(saved, monkeypatch):
+    import cnnimg_hub._hub as hub
+
+    before = (saved / "model.safetensors").read_bytes()
+
+    def crash(state, path, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hub, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(tiny("denoise-ffdnet", n_feats=4), saved)
+    assert (saved / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in saved.iterdir()) == sorted(FILES)
