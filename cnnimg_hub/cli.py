@@ -30,8 +30,8 @@ DEFAULT_WEIGHTS = {  # subcommand -> folder under WEIGHTS_DIR used when --model 
     "classify": "classify-cifar10",
     "generate": "generate-fashion-mnist-gan",
     "upscale": "sr-x{scale}",  # filled with --scale (default 4)
-    "inpaint": "inpaint-gated-unet",
-    "denoise": "denoise-ffdnet",
+    "inpaint": "inpaint",
+    "denoise": "denoise",
 }
 TASKS = {"classify": "image-classification", "generate": "image-generation", "upscale": "super-resolution",
          "inpaint": "inpainting", "denoise": "denoising"}

@@ -32,7 +32,7 @@ class Config:
     train_sets: list = dataclasses.field(default_factory=lambda: ["BSD200", "BSDS500-test", "T91", "General100-50"])
     patch: int = 128  # crops are 128-256 px: patches of this side from images rescaled by aug_scales
     aug_scales: list = dataclasses.field(default_factory=lambda: [1.0, 0.6])
-    hole_weight: float = 6.0  # L1 inside the hole counts this much more than outside (outside is copied anyway)
+    hole_weight: float = 18.0  # weight of the mean L1 inside the hole against the mean L1 over the whole image
     # optimisation
     steps: int = 3000
     batch_size: int = 8
@@ -75,7 +75,7 @@ def main(cfg: Config) -> None:
 
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=cfg.model, disable=not acc.is_main_process)
-    running = 0.0
+    running, since = 0.0, 0  # loss sum and steps since the last log line (a resume may start between)
     for clean in loader:
         if step >= cfg.steps:
             break
@@ -84,19 +84,20 @@ def main(cfg: Config) -> None:
         with acc.autocast():
             out = model(clean, mask)
             err = (out - clean).abs()
-            loss = (err * mask).sum() / mask.sum().clamp(min=1) * cfg.hole_weight / (1 + cfg.hole_weight) + \
-                F.l1_loss(out, clean) / (1 + cfg.hole_weight)
+            hole_l1 = (err * mask).sum() / (mask.sum() * err.shape[1]).clamp(min=1)
+            loss = (cfg.hole_weight * hole_l1 + F.l1_loss(out, clean)) / (1 + cfg.hole_weight)
         acc.backward(loss)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         step += 1
         running += loss.item()
+        since += 1
         bar.update(1)
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{running / 50:.4f}")
-            log(step=step, loss=running / 50, lr=sched.get_last_lr()[0])
-            running = 0.0
+            bar.set_postfix(loss=f"{running / since:.4f}")
+            log(step=step, loss=running / since, lr=sched.get_last_lr()[0])
+            running, since = 0.0, 0
         if acc.is_main_process and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             common.save_checkpoint(ckpt, model=acc.unwrap_model(model).state_dict(), opt=opt.state_dict(),
                                    sched=sched.state_dict(), step=step)
