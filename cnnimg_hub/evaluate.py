@@ -1,8 +1,9 @@
 """The project's evaluation: quality of each task on its validation set, against the classical baselines.
 
-Used by the training scripts (numbers written into each model card) and by the command line::
+Used by the training scripts (numbers written into each model card) and by the benchmark command that prints
+every quality table from the shipped weights::
 
-    python -m cnnimg_hub.evaluate --weights weights --data ../shared/datasets [--quick] [--json out.json]
+    python -m benchmarks.run --only quality [--quick]
 
 SR: PSNR/SSIM on the Y channel with `scale` pixels of border cropped, HR mod-cropped to the scale, LR made with
 PIL bicubic (or the MATLAB-bicubic LR files in sr-lr-matlab/). Denoising: PSNR/SSIM on RGB of CBSD68 with
