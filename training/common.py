@@ -16,6 +16,7 @@ import random
 import sys
 import tarfile
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,9 @@ def parse_config(cfg_cls, argv: list[str] | None = None):
         kind = f.type if isinstance(f.type, type) else eval(f.type, {"Optional": None})  # noqa: S307 (own types)
         if kind is bool:
             parser.add_argument(name, action=argparse.BooleanOptionalAction, default=default)
-        elif isinstance(default, list):
-            parser.add_argument(name, nargs="+", type=type(default[0]) if default else str, default=default)
+        elif isinstance(default, list):  # element type from the annotation (list[int]), else from the default
+            item = (typing.get_args(kind) or [type(default[0]) if default else str])[0]
+            parser.add_argument(name, nargs="+", type=item, default=default)
         else:
             parser.add_argument(name, type=kind if kind in (int, float, str) else str, default=default)
     return cfg_cls(**vars(parser.parse_args(argv)))
@@ -209,11 +211,17 @@ def fashion_mnist(split: str, root: Path = FASHION_MNIST) -> tuple[torch.Tensor,
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
-def cifar10(split: str, archive: Path | None = None, cache: Path = REPO / "data") -> tuple[torch.Tensor, torch.Tensor,
-                                                                                          list[str]]:
-    """(N, 3, 32, 32) uint8, (N,) labels and class names from the JPEG tarball (decoded once, cached as .npz)."""
+def cifar10(split: str, archive: Path | None = None, cache: Path | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                     list[str]]:
+    """(N, 3, 32, 32) uint8, (N,) labels and class names from the JPEG tarball (decoded once, cached as .npz in
+    `cache`, default $CNNIMG_CACHE or <repo>/data)."""
     archive = archive or DATA / "cifar10-jpg.tar.gz"
+    cache = cache or Path(os.environ.get("CNNIMG_CACHE", REPO / "data"))
     cached = cache / f"cifar10-{split}.npz"
+    if cached.exists():  # decoded from another archive: stale (caches from before sources were recorded are kept)
+        with np.load(cached) as d:
+            if "source" in d.files and str(d["source"]) != str(archive.resolve()):
+                cached.unlink()
     if not cached.exists():
         if not archive.exists():
             raise SystemExit(f"{archive} missing (pass --data)")
@@ -230,7 +238,7 @@ def cifar10(split: str, archive: Path | None = None, cache: Path = REPO / "data"
         classes = sorted(names)
         cache.mkdir(parents=True, exist_ok=True)
         np.savez(cached, images=np.stack(images), labels=np.array([classes.index(c) for c in labels]),
-                 classes=np.array(classes))
+                 classes=np.array(classes), source=str(archive.resolve()))
     d = np.load(cached)
     return (torch.from_numpy(d["images"]).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(d["labels"]).long(),
             [str(c) for c in d["classes"]])

@@ -32,7 +32,7 @@ class Config:
     translate: int = 2  # random shift in pixels (reflect padding)
     flip: bool = True  # horizontal flips (also used for test-time averaging)
     # model
-    widths: list = dataclasses.field(default_factory=list)  # empty = the registered variant's
+    widths: list[int] = dataclasses.field(default_factory=list)  # empty = the registered variant's
     depth: int = 1
     # optimisation
     epochs: int = 12
@@ -133,7 +133,7 @@ def main(cfg: Config) -> None:
     net = acc.unwrap_model(model).eval().cpu()
     r = eval_classifier(net, xte, yte, flip_tta=cfg.flip and cfg.dataset == "cifar10")
     log(eval="test", **r)
-    split = "test (10,000 images" + (", flip TTA)" if cfg.flip and cfg.dataset == "cifar10" else ")")
+    split = f"test ({len(xte):,} images" + (", flip TTA)" if cfg.flip and cfg.dataset == "cifar10" else ")")
     evals = [{"dataset_name": datasets[0], "dataset_split": "test", "metric_type": "accuracy",
               "metric_value": round(r["top1"], 4), "metric_name": f"top-1 accuracy, {split}"},
              {"dataset_name": datasets[0], "dataset_split": "test", "metric_type": "accuracy",

@@ -74,7 +74,7 @@ def main(cfg: Config) -> None:
 
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.model} x{cfg.scale}", disable=not acc.is_main_process)
-    running = 0.0
+    running, since = 0.0, 0  # loss sum and steps since the last log line (a resume may start between)
     for hr in loader:
         if step >= cfg.steps:
             break
@@ -87,11 +87,12 @@ def main(cfg: Config) -> None:
         opt.zero_grad(set_to_none=True)
         step += 1
         running += loss.item()
+        since += 1
         bar.update(1)
         if step % 100 == 0:
-            bar.set_postfix(loss=f"{running / 100:.4f}")
-            log(step=step, loss=running / 100, lr=sched.get_last_lr()[0])
-            running = 0.0
+            bar.set_postfix(loss=f"{running / since:.4f}")
+            log(step=step, loss=running / since, lr=sched.get_last_lr()[0])
+            running, since = 0.0, 0
         if acc.is_main_process and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             common.save_checkpoint(ckpt, model=acc.unwrap_model(model).state_dict(), opt=opt.state_dict(),
                                    sched=sched.state_dict(), step=step)

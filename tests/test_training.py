@@ -1,0 +1,294 @@
+"""Smoke tests of the training scripts: each trains a few steps on a tiny fake data root built here (never
+../shared), then we check what a real run leaves behind: the Hub-ready folder (exactly config.json,
+model.safetensors, README.md) that loads strictly, a card carrying the numbers of metrics.json, and the run
+folder (training_config.json, metrics.json, log.jsonl, checkpoint.pt). One test kills a run and resumes it.
+
+Most scripts run in-process (`main(parse_config(Config, argv))`), the resume test through subprocesses.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnimg_hub import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "training"))  # the scripts import `common` as a sibling module
+import common  # noqa: E402
+import train_classifier  # noqa: E402
+import train_denoise  # noqa: E402
+import train_generator  # noqa: E402
+import train_inpaint  # noqa: E402
+import train_sr  # noqa: E402
+
+FOLDER_FILES = ["README.md", "config.json", "model.safetensors"]
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+# what every run shares: one thread (the machine is busy), a few steps, tiny evaluations
+FAST = ["--threads", "1", "--batch-size", "2", "--steps", "4", "--eval-every", "2", "--eval-max-images", "2"]
+
+
+# ----------------------------------------------------------------------------------------------- fake data
+def _picture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Gradients, a sine texture, flat rectangles and a disc: edges and smooth parts like a photo's."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([xx / w, yy / h, 0.5 + 0.5 * np.sin(xx / 5 + yy / 9)], -1) * 255
+    for _ in range(4):
+        y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
+        img[y:y + rng.integers(4, h // 2), x:x + rng.integers(4, w // 2)] = rng.integers(0, 256, 3)
+    cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(4, min(h, w) // 3)
+    img[(yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2] = rng.integers(0, 256, 3)
+    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+
+
+def _write_idx(path: Path, array: np.ndarray, magic: int) -> None:
+    """idx format: big-endian magic (2051 images, 2049 labels) and dimensions, then the uint8 data; gzipped."""
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _write_fashion_mnist(root: Path, rng: np.random.Generator, n_train: int = 256, n_test: int = 64) -> None:
+    """Label y is a bright bar at rows 2y..2y+4 on a dark noisy background: learnable in a few steps."""
+    root.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.permutation(np.arange(n) % 10)
+        images = rng.integers(0, 40, (n, 28, 28))
+        for img, y in zip(images, labels):
+            img[2 + 2 * y:6 + 2 * y, 4:24] = 220
+        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images, 2051)
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels, 2049)
+
+
+def _write_cifar10(path: Path, rng: np.random.Generator, per_class: dict[str, int]) -> None:
+    """CIFAR10_jpg/<split>/<class>/<n>.jpg, the layout of the project's JPEG copy of CIFAR-10."""
+    with tarfile.open(path, "w:gz") as tar:
+        for split, n in per_class.items():
+            for cls in CIFAR_CLASSES:
+                for i in range(n):
+                    buf = io.BytesIO()
+                    Image.fromarray(_picture(rng, 32, 32)).save(buf, "JPEG", quality=90)
+                    info = tarfile.TarInfo(f"CIFAR10_jpg/{split}/{cls}/{i}.jpg")
+                    info.size = buf.tell()
+                    buf.seek(0)
+                    tar.addfile(info, buf)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """train/{T91,BSD200}, val/{Set5,Set14,BSD100,CBSD68}, sr-lr-matlab/, fashion-mnist/, cifar10-jpg.tar.gz."""
+    root = tmp_path_factory.mktemp("datasets")
+    rng = np.random.default_rng(0)
+    sets = {"train/T91": [(96, 96)] * 3, "train/BSD200": [(96, 96)] * 3,
+            # sides that are not multiples of 2, 3 or 4, so the evaluation's mod-crop is exercised
+            "val/Set5": [(38, 50), (45, 61)], "val/Set14": [(41, 53), (57, 46)],
+            "val/BSD100": [(259, 262), (262, 259)],  # the inpainting evaluation takes 256x256 center crops
+            "val/CBSD68": [(40, 51), (47, 38)]}
+    for folder, sizes in sets.items():
+        (root / folder).mkdir(parents=True)
+        for i, (h, w) in enumerate(sizes):
+            suffix = ".jpg" if "BSD200" in folder else ".png"
+            Image.fromarray(_picture(rng, h, w)).save(root / folder / f"im{i}{suffix}", quality=95)
+    for name in ("Set5", "Set14"):  # SelfExSR naming, in the HR files' sorted order
+        for s in (2, 3, 4):
+            lr_dir = root / "sr-lr-matlab" / name / f"x{s}"
+            lr_dir.mkdir(parents=True)
+            for i, f in enumerate(sorted((root / "val" / name).iterdir()), 1):
+                hr = Image.open(f)
+                hr = hr.crop((0, 0, hr.width - hr.width % s, hr.height - hr.height % s))
+                hr.resize((hr.width // s, hr.height // s), Image.BICUBIC).save(lr_dir / f"img_{i:03d}_SRF_{s}_LR.png")
+    _write_fashion_mnist(root / "fashion-mnist", rng)
+    _write_cifar10(root / "cifar10-jpg.tar.gz", rng, {"train": 4, "test": 2})
+    return root
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _train(script, *argv) -> None:
+    threads = torch.get_num_threads()  # --threads 1 sets it process-wide: give the other tests theirs back
+    try:
+        script.main(common.parse_config(script.Config, [str(a) for a in argv]))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _read_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def _check_run(out: Path, run: Path, task: str):
+    """The folder and run files every script writes; returns (model, metrics, log, card)."""
+    assert sorted(p.name for p in out.iterdir()) == FOLDER_FILES
+    model = load_model(out, task=task)
+    training_config = json.loads((run / "training_config.json").read_text())
+    assert training_config["out"] == str(out) and "push_to_hub" not in training_config
+    assert (run / "checkpoint.pt").is_file()
+    card = (out / "README.md").read_text()
+    assert '"out": ' + json.dumps(str(out)) in card  # the training config is in the card too
+    return model, json.loads((run / "metrics.json").read_text()), _read_log(run), card
+
+
+def _assert_in_card(card: str, *values: float) -> None:
+    for v in values:
+        assert f"| {v} |" in card, f"{v} (from metrics.json) is not in the card's evaluation table"
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def _final_step(run: Path) -> int:
+    return common.load_checkpoint(run / "checkpoint.pt")["step"]
+
+
+# ----------------------------------------------------------------------------------------------- image tasks
+def test_train_sr(data_root, tmp_path):
+    out, run = tmp_path / "sr-x3", tmp_path / "run"
+    _train(train_sr, *FAST, "--data", data_root, "--train-sets", "T91", "BSD200", "--scale", 3, "--lr-patch", 6,
+           "--out", out, "--run-dir", run)
+    model, metrics, log, card = _check_run(out, run, "super-resolution")
+    assert model.scale == 3 and model.config["model_name"] == "sr-espcn"
+    assert [r["step"] for r in log if "set5_psnr" in r] == [2, 4]  # the periodic Set5 check ran
+    sets = ["Set5", "Set14", "BSD100", "Set5 (MATLAB LR)", "Set14 (MATLAB LR)"]
+    assert [r["eval"] for r in log if "eval" in r] == sets
+    assert all(metrics[s]["images"] == 2 for s in sets)
+    # the fake MATLAB LR files are PIL bicubic of the mod-cropped HR, so both LR sources must agree exactly
+    assert metrics["Set5 (MATLAB LR)"]["psnr"] == pytest.approx(metrics["Set5"]["psnr"])
+    _assert_in_card(card, *(round(metrics[s][m], 4) for s in sets for m in ("psnr", "ssim")))
+    assert _final_step(run) == 4
+
+
+def test_train_denoise(data_root, tmp_path):
+    out, run = tmp_path / "denoise", tmp_path / "run"
+    _train(train_denoise, *FAST, "--data", data_root, "--train-sets", "BSD200", "T91", "--model",
+           "denoise-ffdnet-small", "--patch", 16, "--out", out, "--run-dir", run)
+    model, metrics, log, card = _check_run(out, run, "denoising")
+    assert [r["step"] for r in log if "cbsd68_8_sigma25_psnr" in r] == [2, 4]
+    results = metrics["CBSD68"]
+    assert sorted(results) == ["sigma15", "sigma25", "sigma50"]
+    assert all(r["images"] == 2 and "nlm_psnr" in r for r in results.values())
+    _assert_in_card(card, *(round(r[m], 4) for r in results.values() for m in ("psnr", "ssim")))
+    assert _final_step(run) == 4
+
+
+def test_train_inpaint(data_root, tmp_path):
+    out, run = tmp_path / "inpaint", tmp_path / "run"
+    _train(train_inpaint, *FAST, "--data", data_root, "--train-sets", "T91", "BSD200", "--base-channels", 8,
+           "--patch", 32, "--out", out, "--run-dir", run)
+    model, metrics, log, card = _check_run(out, run, "inpainting")
+    assert model.config["base_channels"] == 8
+    assert [r["step"] for r in log if "bsd100_10_psnr" in r] == [2, 4]
+    r = metrics["BSD100"]
+    assert r["images"] == 2 and 0.05 < r["hole_fraction"] < 0.5
+    _assert_in_card(card, *(round(r[k], 4) for k in ("psnr", "ssim", "telea_psnr", "ns_psnr")))
+    assert _final_step(run) == 4
+
+
+# ----------------------------------------------------------------------------------------------- classifiers
+@pytest.fixture(scope="module")
+def judge(data_root, tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny Fashion-MNIST classifier: tested below and the held-out judge of the generator tests."""
+    tmp = tmp_path_factory.mktemp("classifier")
+    out, run = tmp / "classify-fashion-mnist", tmp / "run"
+    _train(train_classifier, "--dataset", "fashion-mnist", "--data", data_root / "fashion-mnist", "--epochs", 2,
+           "--batch-size", 32, "--widths", 8, 16, "--threads", 1, "--out", out, "--run-dir", run)
+    return out, run
+
+
+def test_train_classifier_fashion_mnist(judge):
+    out, run = judge
+    model, metrics, log, card = _check_run(out, run, "image-classification")
+    assert model.config["widths"] == [8, 16] and model.config["input_size"] == [1, 28, 28]
+    assert [(r["epoch"], r["step"]) for r in log if "epoch" in r] == [(1, 8), (2, 16)]  # 256 images / 32
+    assert metrics["images"] == 64
+    _assert_in_card(card, round(metrics["top1"], 4), round(metrics["top5"], 4))
+    assert "test (64 images)" in card
+    assert _final_step(run) == 16
+
+
+def test_train_classifier_cifar10(data_root, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CNNIMG_CACHE", str(cache))  # never the shared <repo>/data cache
+    out, run = tmp_path / "classify-cifar10", tmp_path / "run"
+    _train(train_classifier, "--dataset", "cifar10", "--data", data_root / "cifar10-jpg.tar.gz", "--epochs", 1,
+           "--batch-size", 8, "--widths", 8, 16, "--threads", 1, "--out", out, "--run-dir", run)
+    assert sorted(p.name for p in cache.iterdir()) == ["cifar10-test.npz", "cifar10-train.npz"]
+    model, metrics, log, card = _check_run(out, run, "image-classification")
+    assert model.config["label_names"] == CIFAR_CLASSES and model.config["input_size"] == [3, 32, 32]
+    assert metrics["images"] == 20 and _final_step(run) == 5  # 40 train images / 8
+    _assert_in_card(card, round(metrics["top1"], 4))
+    assert "test (20 images, flip TTA)" in card
+
+
+def test_cifar10_cache_follows_the_archive(data_root, tmp_path):
+    """A cache decoded from one archive is not served for another (it used to be, silently)."""
+    other = tmp_path / "other.tar.gz"
+    _write_cifar10(other, np.random.default_rng(1), {"test": 1})
+    assert len(common.cifar10("test", data_root / "cifar10-jpg.tar.gz", cache=tmp_path)[0]) == 20
+    assert len(common.cifar10("test", other, cache=tmp_path)[0]) == 10
+    assert len(common.cifar10("test", data_root / "cifar10-jpg.tar.gz", cache=tmp_path)[0]) == 20
+
+
+# ----------------------------------------------------------------------------------------------- generators
+@pytest.mark.parametrize("kind", ["gan", "vae"])
+def test_train_generator(kind, judge, data_root, tmp_path):
+    out, run = tmp_path / f"generate-{kind}", tmp_path / "run"
+    _train(train_generator, "--kind", kind, "--data", data_root / "fashion-mnist", "--judge", judge[0],
+           "--epochs", 1, "--batch-size", 16, "--limit", 64, "--base-channels", 8, "--eval-samples", 40,
+           "--threads", 1, "--out", out, "--run-dir", run)
+    model, metrics, log, card = _check_run(out, run, "image-generation")
+    assert model.config["kind"] == kind and model.generate(torch.arange(3)).shape == (3, 1, 28, 28)
+    assert [(r["epoch"], r["step"]) for r in log if "epoch" in r] == [(1, 4)]
+    assert metrics["samples"] == 40 and 0 <= metrics["class_agreement"] <= 1 and math.isfinite(metrics["fid_judge"])
+    _assert_in_card(card, round(metrics["class_agreement"], 4), round(metrics["fid_judge"], 3))
+    if kind == "vae":
+        _assert_in_card(card, round(metrics["test_reconstruction_mse"], 5))
+    assert _final_step(run) == 4
+
+
+# ----------------------------------------------------------------------------------------------- resume
+def test_sr_resumes_after_kill(data_root, tmp_path):
+    """SIGKILL a real `python training/train_sr.py` after its first checkpoints, rerun it with --resume."""
+    out, run, steps = tmp_path / "sr-x2", tmp_path / "run", 300
+    cmd = [sys.executable, str(REPO / "training" / "train_sr.py"), "--data", str(data_root), "--train-sets", "T91",
+           "BSD200", "--scale", "2", "--lr-patch", "6", "--batch-size", "2", "--steps", str(steps), "--ckpt-every",
+           "2", "--eval-every", "100000", "--eval-max-images", "1", "--threads", "1", "--out", str(out),
+           "--run-dir", str(run)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(tmp_path / "first.txt", "w") as console:  # cwd elsewhere: the script must not need the repo as cwd
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=console, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            # the first loss line is at step 100; checkpoints come every 2 steps
+            if (run / "checkpoint.pt").exists() and '"loss"' in _text(run / "log.jsonl"):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"train_sr.py ended before it was killed:\n{_text(tmp_path / 'first.txt')}"
+        proc.kill()  # SIGKILL: no handler, no cleanup, like a crash or an out-of-memory kill
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    killed_at = _final_step(run)
+    assert 0 < killed_at < steps and not out.exists()
+
+    done = subprocess.run(cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = _read_log(run)
+    assert [r["step"] for r in log if r.get("event") == "resume"] == [killed_at]
+    assert [r["event"] for r in log if "event" in r] == ["start", "resume", "start"]
+    assert [r["step"] for r in log if "loss" in r] == [100, 200, 300]
+    assert all(0 < r["loss"] < 1 for r in log if "loss" in r)  # mean L1 of images in [0, 1]
+    assert _final_step(run) == steps
+    assert sorted(p.name for p in out.iterdir()) == FOLDER_FILES
+    assert load_model(out, task="super-resolution").scale == 2
