@@ -79,6 +79,8 @@ def main(cfg: Config) -> None:
         torch.set_num_threads(cfg.threads)
     if cfg.kind not in ("gan", "vae"):
         raise SystemExit("--kind must be gan or vae")
+    # load the judge (a folder or Hub repo id) up front: a missing one should fail now, not after training
+    judge = load_model(cfg.judge, task="image-classification") if cfg.judge else None
     acc = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
     run_dir = Path(cfg.run_dir or Path("runs") / Path(cfg.out).name)
     log = common.RunLog(run_dir, enabled=acc.is_main_process)
@@ -160,8 +162,7 @@ def main(cfg: Config) -> None:
         metrics["test_reconstruction_mse"] = mse
         evals.append({"dataset_name": "fashion_mnist", "dataset_split": "test", "metric_type": "mse",
                       "metric_value": round(mse, 5), "metric_name": "test reconstruction MSE (pixels in [0, 1])"})
-    if cfg.judge and Path(cfg.judge).exists():
-        judge = load_model(cfg.judge, task="image-classification")
+    if judge is not None:
         r = eval_generator(net, judge, xte, n=cfg.eval_samples, seed=cfg.seed)
         metrics.update(r)
         evals += [{"dataset_name": "fashion_mnist", "dataset_split": "test", "metric_type": "accuracy",
@@ -170,7 +171,7 @@ def main(cfg: Config) -> None:
                   {"dataset_name": "fashion_mnist", "dataset_split": "test", "metric_type": "fid",
                    "metric_value": round(r["fid_judge"], 3), "metric_name": "FID in the classifier's feature space"}]
     else:
-        print(f"no judge classifier at {cfg.judge!r}: class agreement and FID skipped")
+        print("--judge '' given: class agreement and FID skipped")
     log(eval="test", **metrics)
     common.finish(net, Path(cfg.out), run_dir, cfg, eval_results=evals, datasets=["fashion_mnist"], metrics=metrics,
                   push_to_hub=cfg.push_to_hub)

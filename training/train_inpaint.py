@@ -59,7 +59,6 @@ def main(cfg: Config) -> None:
     run_dir = Path(cfg.run_dir or Path("runs") / Path(cfg.out).name)
     log = common.RunLog(run_dir, enabled=acc.is_main_process)
     data = Path(cfg.data)
-    mask_rng = random.Random(cfg.seed + 1)
 
     files = common.list_images([data / "train" / s for s in cfg.train_sets])
     dataset = common.PatchDataset(files, cfg.patch, cfg.steps * cfg.batch_size, scales=tuple(cfg.aug_scales))
@@ -69,6 +68,7 @@ def main(cfg: Config) -> None:
     sched = common.cosine_schedule(opt, cfg.steps, cfg.warmup)
     ckpt = run_dir / "checkpoint.pt"
     step = common.resume(ckpt, log, cfg.seed, model=model, opt=opt, sched=sched) if cfg.resume else 0
+    mask_rng = random.Random(cfg.seed + 1 + step)  # a resumed run draws new masks, not the first ones again
     model, opt, loader = acc.prepare(model, opt, loader)
     n_params = sum(p.numel() for p in model.parameters())
     log(event="start", model=cfg.model, params=n_params, images=len(files), device=str(acc.device))
