@@ -1,0 +1,104 @@
+"""benchmarks/run.py on tiny untrained models and a tiny fake data root: the tables print and the JSON has its keys.
+
+No timing assertions: the numbers of untrained models on a shared CPU mean nothing; what is checked is that every
+section runs end to end, skips what is missing with a note, and writes what the report promises.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cnnimg_hub
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks import run  # noqa: E402
+
+# folder name -> (registered model, small arguments); folder names as the shipped weights
+TINY_MODELS = {
+    "classify-fashion-mnist": ("classifier-fashion-mnist", dict(widths=[8, 16])),
+    "generate-fashion-mnist-vae": ("generator-vae", dict(base_channels=8)),
+    "sr-x2": ("sr-espcn", dict(scale=2, n_feats=8, n_layers=1)),
+    "sr-x4": ("sr-espcn", dict(scale=4, n_feats=8, n_layers=1)),
+    "sr-x4-large": ("sr-edsr-small", dict(scale=4, n_feats=8, n_resblocks=1)),
+    "inpaint": ("inpaint-gated-unet", dict(base_channels=8)),
+    "denoise": ("denoise-ffdnet-small", dict(n_feats=8, n_layers=3)),
+}  # classify-cifar10 and the GAN are left out on purpose: missing folders must be skipped with a note
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("weights")
+    for name, (model_name, kwargs) in TINY_MODELS.items():
+        cnnimg_hub.save_model(cnnimg_hub.create_model(model_name, **kwargs), folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """val/Set5, Set14, BSD100, CBSD68 with two small photos each, and MATLAB-LR files for Set5 x2."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    sizes = {"Set5": 48, "Set14": 48, "BSD100": 256, "CBSD68": 32}
+    for name, side in sizes.items():
+        (root / "val" / name).mkdir(parents=True)
+        for i in range(2):
+            a = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+            Image.fromarray(a).save(root / "val" / name / f"img_{i}.png")
+    (root / "sr-lr-matlab" / "Set5" / "x2").mkdir(parents=True)
+    for i in range(2):
+        Image.open(root / "val" / "Set5" / f"img_{i}.png").resize((24, 24), Image.BICUBIC).save(
+            root / "sr-lr-matlab" / "Set5" / "x2" / f"img_{i}_SRF_2_LR.png")
+    return root
+
+
+def test_quick_run_prints_tables_and_writes_json(weights, data, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    run.main(["--quick", "--weights", str(weights), "--data", str(data), "--json", str(out), "--threads", "1",
+              "--only", "speed,roofline,scaling,quality", "--sizes-scale", "0.1", "--bm3d-images", "1"])
+    printed = capsys.readouterr().out
+    for caption in ("Speed and memory", "Roofline:", "Roofline variants", "Scaling:", "Super-resolution:",
+                    "Denoising:", "Inpainting:", "Classification:", "Generation:"):
+        assert f"**{caption}" in printed, caption
+    assert "`python -m benchmarks.run --quick --weights" in printed  # captions name the command
+    assert "classify-cifar10 is missing" in printed and "generate-fashion-mnist-gan is missing" in printed
+    assert "torch.compile is skipped in --quick" in printed
+
+    results = json.loads(out.read_text())
+    assert {"date", "command", "quick", "machine", "sections", "tables", "targets", "notes", "seconds"} <= set(results)
+    assert {"cpu", "cores", "torch", "threads", "device"} <= set(results["machine"])
+    assert results["machine"]["threads"] == 1 and results["quick"] is True
+    assert set(results["sections"]) == {"speed", "roofline", "scaling", "quality"}
+    methods = {r["method"] for r in results["sections"]["speed"]["rows"]}
+    assert {"sr-x4", "PIL bicubic", "PIL Lanczos", "denoise", "OpenCV NLM", "BM3D", "inpaint", "OpenCV Telea",
+            "OpenCV NS", "classify-fashion-mnist", "generate-fashion-mnist-vae"} <= methods
+    for r in results["sections"]["speed"]["rows"]:
+        assert r["seconds"] > 0 and r["peak_mib"] >= 0 and r["repeats"] >= 1
+    roofline = results["sections"]["roofline"]
+    assert {r["model"] for r in roofline["rows"]} == set(TINY_MODELS)
+    assert all(r["flops_per_unit"] > 0 for r in roofline["rows"])
+    assert {"eager fp32", "channels_last", "jit.trace + freeze"} <= {v["variant"] for v in roofline["variants"]}
+    assert len(results["sections"]["scaling"]["rows"]) == 3
+    quality = results["sections"]["quality"]
+    assert {(r["set"], r["lr"]) for r in quality["sr"] if r["model"] == "sr-x2"} >= {("Set5", "matlab"),
+                                                                                   ("BSD100", "pil")}
+    assert [r["sigma"] for r in quality["denoise"]] == [15, 25, 50] and quality["denoise"][1]["bm3d_images"] == 1
+    assert {"psnr", "telea_psnr", "ns_psnr"} <= set(quality["inpaint"])
+    # with --sizes-scale the speed targets are not judged (n/a), the quality ones are
+    assert results["targets"]["sr_x4_512"]["status"] == "n/a"
+    assert results["targets"]["denoise_vs_bm3d"]["status"] in ("PASS", "MISS")
+
+
+def test_empty_weights_and_bad_section(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    run.main(["--quick", "--weights", str(tmp_path / "none"), "--data", str(tmp_path), "--json", str(out),
+              "--only", "speed,scaling,app", "--sizes-scale", "0.1"])
+    printed = capsys.readouterr().out
+    assert "sr-x4 is missing" in printed and "scaling needs an x4 SR model" in printed
+    assert "app benchmark needs an SR model" in printed
+    assert json.loads(out.read_text())["sections"]["speed"]["rows"] == []
+    with pytest.raises(SystemExit):
+        run.main(["--only", "speed,nope"])
