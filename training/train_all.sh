@@ -6,14 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${THREADS:-1}
-python training/train_sr.py --scale 2 --lr-patch 48 --steps 20000 --eval-every 2500 --threads $T --out weights/sr-x2
+python training/train_sr.py --scale 2 --lr-patch 48 --steps 10000 --eval-every 2500 --threads $T --out weights/sr-x2
 python training/train_sr.py --scale 4 --lr-patch 32 --steps 15000 --eval-every 2500 --threads $T --out weights/sr-x4
-python training/train_sr.py --model sr-edsr-small --scale 4 --lr-patch 32 --steps 1500 --lr 5e-4 --eval-every 500 \
+python training/train_sr.py --model sr-edsr-small --scale 4 --lr-patch 24 --steps 2000 --lr 5e-4 --eval-every 1000 \
   --threads $T --out weights/sr-x4-large
-python training/train_denoise.py --steps 8000 --threads $T --out weights/denoise
-python training/train_inpaint.py --steps 3000 --threads $T --out weights/inpaint
-python training/train_classifier.py --dataset fashion-mnist --epochs 15 --threads $T --out weights/classify-fashion-mnist
+python training/train_denoise.py --steps 6000 --threads $T --out weights/denoise
+python training/train_inpaint.py --steps 2500 --threads $T --out weights/inpaint
+python training/train_classifier.py --dataset fashion-mnist --epochs 12 --threads $T --out weights/classify-fashion-mnist
 python training/train_classifier.py --dataset cifar10 --epochs 10 --threads $T --out weights/classify-cifar10
 # the generators are judged by the Fashion-MNIST classifier above, so they come after it
-python training/train_generator.py --kind gan --epochs 8 --threads $T --out weights/generate-fashion-mnist-gan
-python training/train_generator.py --kind vae --epochs 15 --threads $T --out weights/generate-fashion-mnist-vae
+python training/train_generator.py --kind gan --epochs 6 --threads $T --out weights/generate-fashion-mnist-gan
+python training/train_generator.py --kind vae --epochs 12 --threads $T --out weights/generate-fashion-mnist-vae
