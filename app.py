@@ -37,6 +37,7 @@ MAX_BYTES = 20 * 1024 * 1024  # the same limit for open_image (API callers, exam
 MAX_PIXELS = 4_000_000  # largest input (width x height) any tab accepts
 MAX_SR_OUTPUT_PIXELS = 16_000_000  # super-resolution output limit: a 4 Mpx input at x4 would be 64 Mpx
 BM3D_MAX_PIXELS = 1_000_000  # BM3D takes seconds per Mpx on a CPU: skipped above this, NLM always runs
+BM3D_MIN_SIDE = 16  # bm3d raises below its 8 px block and crashes the whole process (segfault) at exactly 8x8
 SEED = 0  # fixed seed of the "degrade, then restore" noise and holes, so runs are comparable
 QUEUE_SIZE = 16  # waiting requests beyond this are refused ("queue full") instead of piling up
 MODEL_CONCURRENCY = 1  # all model work shares one queue slot: parallel users wait their turn
@@ -169,16 +170,28 @@ def user_errors(fn):
     return wrapper
 
 
-def read_image(src, what: str = "an image") -> Image.Image:
-    """An upload (path, or PIL from the editor) -> RGB PIL image; size limits and decoding in open_image."""
+def open_upload(src, what: str = "an image") -> Image.Image:
+    """An upload (path, or PIL from the editor) -> PIL image in open_image's modes, with the app's limits."""
     if src is None:
         raise gr.Error(f"Upload {what} first.")
     try:
-        image = imageio.open_image(src, max_pixels=MAX_PIXELS, max_bytes=MAX_BYTES)
+        return imageio.open_image(src, max_pixels=MAX_PIXELS, max_bytes=MAX_BYTES)
     except CnnImgError as e:  # name the upload by its file name, not by the server's temp path
         message = str(e).replace(str(src), Path(src).name) if isinstance(src, (str, Path)) else str(e)
         raise gr.Error(f"The upload was refused: {message}") from None
-    return to_rgb(image)
+
+
+def read_image(src, what: str = "an image") -> Image.Image:
+    """An upload (path, or PIL from the editor) -> RGB PIL image; size limits and decoding in open_image."""
+    return to_rgb(open_upload(src, what))
+
+
+def whole_number(value, what: str) -> int:
+    """A number from the UI or the API as an int: None, NaN, infinity or text is a gr.Error, not a stack trace."""
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"{what} must be a whole number, got {value!r}.") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -319,14 +332,14 @@ def classify_model_changed(store: ModelStore, model_name, repo):
 @user_errors
 def generate_images(store: ModelStore, model_name, repo, class_name, seed, num_images, progress=gr.Progress()):
     """(class, seed, count) -> (images, run info). The same seed gives the same images."""
-    num_images = int(num_images)
+    num_images = whole_number(num_images, "Number of images")
     if not 1 <= num_images <= 64:
         raise gr.Error(f"Number of images must be between 1 and 64, got {num_images}.")
     progress(0.2, desc="Loading model")
     model = store.get(TASKS["generate"], model_name, repo)
     progress(0.5, desc="Generating")
-    images, info = pipelines.generate(model, class_index(model, class_name), num_images, int(seed or 0),
-                                      device=store.device)
+    images, info = pipelines.generate(model, class_index(model, class_name), num_images,
+                                      whole_number(seed or 0, "Seed"), device=store.device)
     return images, run_info(info)
 
 
@@ -337,8 +350,9 @@ def interpolate_images(store: ModelStore, model_name, repo, class_name, seed_a, 
     progress(0.2, desc="Loading model")
     model = store.get(TASKS["generate"], model_name, repo)
     progress(0.5, desc="Interpolating")
-    images, info = pipelines.interpolate(model, class_index(model, class_name), int(seed_a or 0), int(seed_b or 0),
-                                         int(steps), device=store.device)
+    images, info = pipelines.interpolate(model, class_index(model, class_name), whole_number(seed_a or 0, "Seed A"),
+                                         whole_number(seed_b or 0, "Seed B"), whole_number(steps, "Steps"),
+                                         device=store.device)
     return images, run_info(info)
 
 
@@ -414,7 +428,7 @@ def inpaint_image(store: ModelStore, editor, original, mask_upload, dilate, degr
             abs(original.width / original.height - image.width / image.height) < 0.01:
         image = read_image(original)  # the editor may have shown us a downscaled copy
     if mask_upload is not None:
-        holes = pipelines.mask_to_holes(imageio.open_image(mask_upload, max_pixels=MAX_PIXELS))
+        holes = pipelines.mask_to_holes(open_upload(mask_upload, "a mask"))
         mask = Image.fromarray(holes.astype(np.uint8) * 255).resize(image.size, Image.NEAREST) if holes.any() else None
     else:
         mask = editor_mask(editor, image.size)
@@ -448,7 +462,10 @@ def denoise_image(store: ModelStore, image, sigma, auto, degrade_first, model_na
     and the results measured against it. With `auto`, the CNN and the baselines use the estimated noise level.
     """
     clean = read_image(image)
-    sigma = float(sigma)
+    try:
+        sigma = float(sigma)
+    except (TypeError, ValueError):
+        raise gr.Error(f"Noise level must be a number between 0 and 75, got {sigma!r}.") from None
     if not 0 <= sigma <= 75:
         raise gr.Error(f"Noise level must be between 0 and 75, got {sigma}.")
     noisy = degrade.add_noise(clean, sigma, SEED) if degrade_first else clean
@@ -458,7 +475,10 @@ def denoise_image(store: ModelStore, image, sigma, auto, degrade_first, model_na
     result, info = pipelines.denoise(model, noisy, None if auto else sigma, device=store.device)
     used = pipelines.estimate_sigma(noisy) if auto else sigma
     baseline_sigma = max(used, 1.0)  # both baselines need a positive strength
-    if noisy.width * noisy.height <= BM3D_MAX_PIXELS:
+    if min(noisy.size) < BM3D_MIN_SIDE:
+        bm3d, t_bm3d = None, None
+        bm3d_note = f"skipped: the image is smaller than {BM3D_MIN_SIDE} px (BM3D's blocks do not fit)"
+    elif noisy.width * noisy.height <= BM3D_MAX_PIXELS:
         progress(0.5, desc="Denoising (BM3D)")
         bm3d, t_bm3d = timed(baselines.bm3d_denoise, noisy, baseline_sigma)
         bm3d_note = ""

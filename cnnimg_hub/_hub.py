@@ -13,8 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import torch
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, snapshot_download
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, snapshot_download
 from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                     RepositoryNotFoundError, RevisionNotFoundError)
 from safetensors import SafetensorError, safe_open
@@ -28,6 +29,9 @@ from .errors import HubError, ModelLoadError, ModelNotFoundError, WrongTaskError
 FILES = ("config.json", "model.safetensors", "README.md")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 MAX_CONFIG_BYTES = 256 * 1024
+# Seconds one Hub request may stay unanswered before the cached copy (or a HubError) is used instead.
+HUB_TIMEOUT = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or 10)
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 # Config keys that are not constructor arguments: written by `build_config`, checked or ignored on load.
 META_KEYS = {"model_name", "architecture", "task", "library", "library_version", "num_parameters",
              "input_size", "input_range", "output_range", "output_size", "color_mode", "interpolation", "crop",
@@ -170,12 +174,38 @@ def resolve_folder(source: str | Path, revision: str | None = None, *, cache_dir
         raise ModelNotFoundError(f"{str(source)!r} is neither an existing folder nor a Hub repo id like 'user/name'")
     if revision is not None and (not REVISION.match(revision) or ".." in revision):
         raise ModelNotFoundError(f"{revision!r} is not a valid revision (a branch, tag or commit sha)")
+    commit, unreachable = None, None
     try:
-        path = snapshot_download(text, revision=revision, cache_dir=cache_dir, token=token,
-                                 local_files_only=local_files_only, allow_patterns=list(FILES) + ["*.bin", "*.pt"],
-                                 etag_timeout=10)
+        if not (local_files_only or constants.HF_HUB_OFFLINE or COMMIT_SHA.match(revision or "")):
+            # snapshot_download asks for the commit with no timeout, so a stalled Hub would hang us for as long as
+            # it stalls: ask first, bounded, then download that commit (and fall back to the cache when unanswered).
+            try:
+                commit = HfApi(token=token).repo_info(text, revision=revision, timeout=HUB_TIMEOUT).sha
+            except (httpx2.TimeoutException, httpx2.NetworkError) as e:
+                unreachable = e
+            except HfHubHTTPError as e:
+                if e.response is not None and e.response.status_code < 500:
+                    raise
+                unreachable = e  # the Hub is down: the cache may have it
+        path = snapshot_download(text, revision=commit or revision, cache_dir=cache_dir, token=token,
+                                 local_files_only=local_files_only or unreachable is not None,
+                                 allow_patterns=list(FILES) + ["*.bin", "*.pt"], etag_timeout=HUB_TIMEOUT)
+    except LocalEntryNotFoundError as e:
+        if isinstance(unreachable, httpx2.TimeoutException):
+            raise HubError(f"the Hub did not answer within {HUB_TIMEOUT:g} s while fetching {text}"
+                           f"{'@' + revision if revision else ''}, and no copy is in the local cache; try again "
+                           f"later, or pass a local folder") from unreachable
+        raise _hub_error(e, text, revision) from e
     except (HfHubHTTPError, EntryNotFoundError, OSError, ValueError) as e:  # map the client's errors, keep the cause
         raise _hub_error(e, text, revision) from e
+    if commit is not None and commit != revision:
+        # Downloading by commit sha records no branch -> commit ref; write it, so offline loads of the branch work.
+        ref = Path(path).parent.parent / "refs" / (revision or "main")
+        try:
+            if not ref.is_file() or ref.read_text() != commit:
+                _atomic_write(ref, lambda tmp: Path(tmp).write_text(commit))
+        except OSError:
+            pass  # a read-only cache: the download itself worked
     return Path(path)
 
 

@@ -197,8 +197,9 @@ def _int(name: str, value: Any, low: int, high: int) -> int:
 
 # ----------------------------------------------------------------------------------------------- running
 def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError) or (isinstance(e, RuntimeError)
-                                                          and "out of memory" in str(e).lower())
+    # CUDA says "out of memory"; PyTorch's CPU allocator says "DefaultCPUAllocator: can't allocate memory".
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (isinstance(e, RuntimeError) and any(
+        m in str(e).lower() for m in ("out of memory", "can't allocate memory")))
 
 
 def _min_tile(overlap: int, multiple: int, min_size: int) -> int:
