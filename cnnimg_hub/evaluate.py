@@ -12,8 +12,6 @@ Inpainting: PSNR/SSIM over the whole image on 256x256 center crops of BSD100 wit
 """
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import time
 from pathlib import Path

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_models import TINY, run, tiny
+from test_models import run, tiny
 
 from cnnimg_hub import load_model, push_to_hub, save_model
 from cnnimg_hub.errors import HubError, ModelLoadError, ModelNotFoundError

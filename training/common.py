@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +87,56 @@ def save_checkpoint(path: Path, **state: Any) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     # weights_only: tensors, dicts and numbers only, never arbitrary pickled objects
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def setup(cfg):
+    """Seed, CPU threads, an Accelerator (mixed precision on GPU only), the run folder and its log:
+    returns (accelerator, run_dir, log)."""
+    from accelerate import Accelerator
+
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    acc = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
+    run_dir = Path(cfg.run_dir or Path("runs") / Path(cfg.out).name)
+    return acc, run_dir, RunLog(run_dir, enabled=acc.is_main_process)
+
+
+class StepLoop:
+    """Bookkeeping of a step-based loop: backward + optimizer + schedule step, tqdm bar, the mean loss logged every
+    `log_every` steps, a resumable checkpoint every `ckpt_every` steps and at the end."""
+
+    def __init__(self, acc, model, opt, sched, *, steps: int, start: int, log: RunLog, ckpt: Path,
+                 ckpt_every: int, desc: str, log_every: int = 100):
+        self.acc, self.model, self.opt, self.sched, self.log, self.ckpt = acc, model, opt, sched, log, ckpt
+        self.steps, self.step, self.ckpt_every, self.log_every = steps, start, ckpt_every, log_every
+        self.bar = tqdm(total=steps, initial=start, desc=desc, disable=not acc.is_main_process)
+        self.running, self.since = 0.0, 0  # loss sum and steps since the last log line (a resume may start between)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.steps
+
+    def update(self, loss: torch.Tensor) -> int:
+        self.acc.backward(loss)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        self.running += loss.item()
+        self.since += 1
+        self.bar.update(1)
+        if self.step % self.log_every == 0:
+            self.bar.set_postfix(loss=f"{self.running / self.since:.4f}")
+            self.log(step=self.step, loss=self.running / self.since, lr=self.sched.get_last_lr()[0])
+            self.running, self.since = 0.0, 0
+        if self.acc.is_main_process and (self.step % self.ckpt_every == 0 or self.step == self.steps):
+            save_checkpoint(self.ckpt, model=self.acc.unwrap_model(self.model).state_dict(),
+                            opt=self.opt.state_dict(), sched=self.sched.state_dict(), step=self.step)
+        return self.step
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def cosine_schedule(opt: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:

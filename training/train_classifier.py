@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from tqdm import tqdm
 
 import common
@@ -78,12 +77,7 @@ def augment(x: torch.Tensor, translate: int, flip: bool) -> torch.Tensor:
 
 
 def main(cfg: Config) -> None:
-    common.seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    acc = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
-    run_dir = Path(cfg.run_dir or Path("runs") / Path(cfg.out).name)
-    log = common.RunLog(run_dir, enabled=acc.is_main_process)
+    acc, run_dir, log = common.setup(cfg)
     xtr, ytr, xte, yte, names, variant, datasets = load(cfg)
     if cfg.limit:
         xtr, ytr, xte, yte = xtr[:cfg.limit], ytr[:cfg.limit], xte[:cfg.limit], yte[:cfg.limit]

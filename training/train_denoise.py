@@ -11,8 +11,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from tqdm import tqdm
 
 import common
 from cnnimg_hub import create_model
@@ -57,12 +55,7 @@ def noisy_batch(clean: torch.Tensor, max_sigma: float) -> tuple[torch.Tensor, to
 
 
 def main(cfg: Config) -> None:
-    common.seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    acc = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
-    run_dir = Path(cfg.run_dir or Path("runs") / Path(cfg.out).name)
-    log = common.RunLog(run_dir, enabled=acc.is_main_process)
+    acc, run_dir, log = common.setup(cfg)
     data = Path(cfg.data)
 
     files = common.list_images([data / "train" / s for s in cfg.train_sets])
@@ -78,34 +71,20 @@ def main(cfg: Config) -> None:
     log(event="start", model=cfg.model, params=n_params, images=len(files), device=str(acc.device))
 
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc=cfg.model, disable=not acc.is_main_process)
-    running, since = 0.0, 0  # loss sum and steps since the last log line (a resume may start between)
+    loop = common.StepLoop(acc, model, opt, sched, steps=cfg.steps, start=step, log=log, ckpt=ckpt,
+                           ckpt_every=cfg.ckpt_every, desc=cfg.model, log_every=100)
     for clean in loader:
-        if step >= cfg.steps:
+        if loop.done:
             break
         noisy, sigma = noisy_batch(clean, cfg.max_sigma)
         with acc.autocast():
             loss = F.mse_loss(model(noisy, sigma), clean)
-        acc.backward(loss)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        running += loss.item()
-        since += 1
-        bar.update(1)
-        if step % 100 == 0:
-            bar.set_postfix(psnr=f"{-10 * torch.log10(torch.tensor(running / since)).item():.2f}")
-            log(step=step, loss=running / since, lr=sched.get_last_lr()[0])
-            running, since = 0.0, 0
-        if acc.is_main_process and (step % cfg.ckpt_every == 0 or step == cfg.steps):
-            common.save_checkpoint(ckpt, model=acc.unwrap_model(model).state_dict(), opt=opt.state_dict(),
-                                   sched=sched.state_dict(), step=step)
+        step = loop.update(loss)
         if acc.is_main_process and step % cfg.eval_every == 0:
             quick = eval_denoise(acc.unwrap_model(model).eval(), data, sigmas=(25,), baseline_names=(), max_images=8)
             log(step=step, cbsd68_8_sigma25_psnr=quick["sigma25"]["psnr"])
             model.train()
-    bar.close()
+    loop.close()
 
     if not acc.is_main_process:
         return

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 from tqdm import tqdm
@@ -74,16 +73,11 @@ class Discriminator(nn.Module):
 
 
 def main(cfg: Config) -> None:
-    common.seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     if cfg.kind not in ("gan", "vae"):
         raise SystemExit("--kind must be gan or vae")
     # load the judge (a folder or Hub repo id) up front: a missing one should fail now, not after training
     judge = load_model(cfg.judge, task="image-classification") if cfg.judge else None
-    acc = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
-    run_dir = Path(cfg.run_dir or Path("runs") / Path(cfg.out).name)
-    log = common.RunLog(run_dir, enabled=acc.is_main_process)
+    acc, run_dir, log = common.setup(cfg)
     (xtr, ytr), (xte, yte) = common.fashion_mnist("train", Path(cfg.data)), common.fashion_mnist("test", Path(cfg.data))
     if cfg.limit:
         xtr, ytr = xtr[:cfg.limit], ytr[:cfg.limit]

@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from tqdm import tqdm
 
 import common
 from cnnimg_hub import create_model
@@ -52,12 +50,7 @@ class Config:
 
 
 def main(cfg: Config) -> None:
-    common.seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    acc = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
-    run_dir = Path(cfg.run_dir or Path("runs") / Path(cfg.out).name)
-    log = common.RunLog(run_dir, enabled=acc.is_main_process)
+    acc, run_dir, log = common.setup(cfg)
     data = Path(cfg.data)
 
     files = common.list_images([data / "train" / s for s in cfg.train_sets])
@@ -74,10 +67,10 @@ def main(cfg: Config) -> None:
     log(event="start", model=cfg.model, params=n_params, images=len(files), device=str(acc.device))
 
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc=cfg.model, disable=not acc.is_main_process)
-    running, since = 0.0, 0  # loss sum and steps since the last log line (a resume may start between)
+    loop = common.StepLoop(acc, model, opt, sched, steps=cfg.steps, start=step, log=log, ckpt=ckpt,
+                           ckpt_every=cfg.ckpt_every, desc=cfg.model, log_every=50)
     for clean in loader:
-        if step >= cfg.steps:
+        if loop.done:
             break
         masks = np.stack([common.random_mask(cfg.patch, cfg.patch, mask_rng) for _ in range(len(clean))])
         mask = torch.from_numpy(masks)[:, None].to(clean.device)
@@ -86,26 +79,12 @@ def main(cfg: Config) -> None:
             err = (out - clean).abs()
             hole_l1 = (err * mask).sum() / (mask.sum() * err.shape[1]).clamp(min=1)
             loss = (cfg.hole_weight * hole_l1 + F.l1_loss(out, clean)) / (1 + cfg.hole_weight)
-        acc.backward(loss)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        running += loss.item()
-        since += 1
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{running / since:.4f}")
-            log(step=step, loss=running / since, lr=sched.get_last_lr()[0])
-            running, since = 0.0, 0
-        if acc.is_main_process and (step % cfg.ckpt_every == 0 or step == cfg.steps):
-            common.save_checkpoint(ckpt, model=acc.unwrap_model(model).state_dict(), opt=opt.state_dict(),
-                                   sched=sched.state_dict(), step=step)
+        step = loop.update(loss)
         if acc.is_main_process and step % cfg.eval_every == 0:
             quick = eval_inpaint(acc.unwrap_model(model).eval(), data, max_images=10)["BSD100"]
             log(step=step, bsd100_10_psnr=quick["psnr"], telea_psnr=quick["telea_psnr"])
             model.train()
-    bar.close()
+    loop.close()
 
     if not acc.is_main_process:
         return
