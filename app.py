@@ -26,6 +26,7 @@ from scipy.ndimage import maximum_filter
 
 import cnnimg_hub
 from cnnimg_hub import baselines, degrade, imageio, metrics, pipelines
+from cnnimg_hub._hub import REPO_ID
 from cnnimg_hub.errors import CnnImgError
 
 # -------------------------------------------------------------------------------------------------- settings
@@ -146,7 +147,12 @@ class ModelStore:
         repo = (repo or "").strip()
         if repo:
             source, _, revision = repo.partition("@")
-            return load_cached(source.strip(), revision.strip() or None, task, str(self.device))
+            source = source.strip()
+            # Only Hub ids here: a public demo must not load (or reveal the existence of) server folders.
+            if not REPO_ID.match(source) or ".." in source or Path(source).is_absolute():
+                raise gr.Error(f"{source!r} is not a Hub repo id like 'user/name' (or 'user/name@revision'). "
+                               f"To use local folders, start the app with --weights DIR.")
+            return load_cached(source, revision.strip() or None, task, str(self.device))
         if not name:
             raise gr.Error(f"No {task} model: choose one in the dropdown or enter a Hub repo id (user/name).")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or not (self.weights_dir / name).is_dir():

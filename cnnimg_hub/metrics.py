@@ -34,7 +34,7 @@ def _prepare(a, b, border: int, y_channel: bool) -> tuple[np.ndarray, np.ndarray
         raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
     if y_channel:
         a, b = rgb_to_y(a), rgb_to_y(b)
-    if border:
+    if border and min(a.shape[:2]) > 2 * border:  # images too small to lose the border are measured whole
         a, b = a[border:-border, border:-border], b[border:-border, border:-border]
     return a, b
 
