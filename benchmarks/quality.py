@@ -1,0 +1,117 @@
+"""Section 4, quality: every quality table of training (SR, denoising, inpainting, classification, generation),
+recomputed from the shipped weights with cnnimg_hub.evaluate."""
+from __future__ import annotations
+
+import sys
+
+from cnnimg_hub import evaluate
+
+from ._measure import ROOT, Context
+
+# ----------------------------------------------------------------------------------------------- settings
+QUALITY_LIMIT = {False: None, True: 4}  # images per validation set (None = all)
+CLASSIFY_LIMIT, GENERATE_SAMPLES = {False: None, True: 2000}, {False: 10000, True: 1000}
+
+
+def _training_common():
+    sys.path.insert(0, str(ROOT / "training"))
+    import common  # noqa: PLC0415  (the training scripts' data loaders)
+
+    return common
+
+
+def bench_quality(ctx: Context) -> None:
+    """Every quality table of training, recomputed from the shipped weights with cnnimg_hub.evaluate."""
+    limit, data, section = QUALITY_LIMIT[ctx.quick], ctx.data, {}
+    some = f"the first {limit} images of each set (--quick)" if limit else "all images"
+    if not (data / "val").is_dir():
+        ctx.note(f"{data / 'val'} does not exist (pass --data): the SR, denoising and inpainting tables are skipped")
+    else:
+        rows = []
+        for name, model in ctx.models("sr").items():
+            s = int(model.scale)
+            sets = [n for n in ("Set5", "Set14", "BSD100") if (data / "val" / n).is_dir()]
+            for lr_source in ("pil", "matlab"):
+                use = [n for n in sets if lr_source == "pil" or (data / "sr-lr-matlab" / n / f"x{s}").is_dir()]
+                if not use:
+                    ctx.note(f"{name}: no {lr_source} LR data for x{s}: skipped")
+                    continue
+                for set_name, r in evaluate.eval_sr(model, data, sets=use, lr_source=lr_source,
+                                                    max_images=limit).items():
+                    rows.append({"model": name, "scale": s, "set": set_name, "lr": lr_source, **r})
+        if rows:
+            section["sr"] = rows
+            ctx.table("quality", f"Super-resolution: PSNR/SSIM on Y, `scale` px border, {some}; LR from PIL bicubic "
+                      f"or from MATLAB bicubic (sr-lr-matlab)", ["model", "scale", "set", "LR", "images", "PSNR",
+                                                                  "SSIM", "bicubic PSNR", "bicubic SSIM"],
+                      [[r["model"], f"x{r['scale']}", r["set"], r["lr"], r["images"], r["psnr"], r["ssim"],
+                        r["bicubic_psnr"], r["bicubic_ssim"]] for r in rows])
+        if (model := ctx.model("denoise")) is not None and (data / "val" / "CBSD68").is_dir():
+            n_bm3d = ctx.args.bm3d_images if ctx.args.bm3d_images is not None else limit
+            both = n_bm3d == limit
+            res = evaluate.eval_denoise(model, data, baseline_names=("bm3d", "nlm") if both else ("nlm",),
+                                        max_images=limit)
+            bm3d = res if both else (evaluate.eval_denoise(model, data, baseline_names=("bm3d",), max_images=n_bm3d)
+                                     if n_bm3d != 0 else {})
+            rows = [{"sigma": int(k[5:]), **v, **{f"bm3d_{x}": bm3d[k][f"bm3d_{x}"] for x in ("psnr", "ssim", "seconds")
+                                                   if k in bm3d}, "bm3d_images": bm3d.get(k, {}).get("images", 0),
+                     "psnr_on_bm3d_images": bm3d.get(k, {}).get("psnr"),
+                     "seconds_on_bm3d_images": bm3d.get(k, {}).get("seconds")} for k, v in res.items()]
+            section["denoise"] = rows
+            sub = "" if both else (f"; BM3D on the first {n_bm3d} images only (--bm3d-images), compared with "
+                                   f"the CNN on the same images (the 'BM3D images' columns)")
+            ctx.table("quality", f"Denoising: CBSD68 RGB PSNR/SSIM, {some}, fixed-seed noise{sub}; seconds per "
+                      f"image", ["sigma", "images", "CNN PSNR", "CNN SSIM", "NLM PSNR", "NLM SSIM", "BM3D images",
+                                 "CNN PSNR there", "BM3D PSNR", "BM3D SSIM", "CNN s", "NLM s", "BM3D s"],
+                      [[r["sigma"], r["images"], r["psnr"], r["ssim"], r["nlm_psnr"], r["nlm_ssim"], r["bm3d_images"],
+                        r["psnr_on_bm3d_images"] or "", r.get("bm3d_psnr", ""), r.get("bm3d_ssim", ""), r["seconds"],
+                        r["nlm_seconds"], r.get("bm3d_seconds", "")] for r in rows])
+            if "sigma25" in bm3d:
+                b = bm3d["sigma25"]
+                speedup = b["bm3d_seconds"] / b["seconds"]
+                ctx.target("denoise_vs_bm3d", {"psnr": b["psnr"], "bm3d_psnr": b["bm3d_psnr"], "speedup": speedup},
+                           b["psnr"] > b["bm3d_psnr"] and speedup >= 10,
+                           f"{b['psnr']:.2f} vs BM3D {b['bm3d_psnr']:.2f} dB on {b['images']} images, "
+                           f"{speedup:.0f}x faster")
+        if (model := ctx.model("inpaint")) is not None and (data / "val" / "BSD100").is_dir():
+            r = evaluate.eval_inpaint(model, data, max_images=limit)["BSD100"]
+            section["inpaint"] = r
+            ctx.table("quality", f"Inpainting: BSD100 256x256 center crops, fixed-seed masks (10-40% holes), {some}",
+                      ["images", "hole fraction", "CNN PSNR", "CNN SSIM", "Telea PSNR", "Telea SSIM", "NS PSNR",
+                       "NS SSIM"], [[r["images"], r["hole_fraction"], r["psnr"], r["ssim"], r["telea_psnr"],
+                                     r["telea_ssim"], r["ns_psnr"], r["ns_ssim"]]])
+    common, rows = _training_common(), []
+    n_cls = CLASSIFY_LIMIT[ctx.quick]
+    loaders = {"classify-cifar10": lambda: common.cifar10("test", archive=data / "cifar10-jpg.tar.gz")[:2],
+               "classify-fashion-mnist": lambda: common.fashion_mnist("test")}
+    test_sets = {}
+    for name, load in loaders.items():
+        if (model := ctx.model(name)) is None:
+            continue
+        try:
+            images, labels = load()
+        except (SystemExit, OSError) as e:
+            ctx.note(f"{name}: test split unavailable ({e}): skipped")
+            continue
+        test_sets[name] = images
+        r = evaluate.eval_classifier(model, images[:n_cls], labels[:n_cls])
+        r_tta = evaluate.eval_classifier(model, images[:n_cls], labels[:n_cls], flip_tta=True)
+        rows.append({"model": name, **r, "top1_flip_tta": r_tta["top1"]})
+    if rows:
+        section["classify"] = rows
+        ctx.table("quality", "Classification: test split" + (f", first {n_cls} images (--quick)" if n_cls else ""),
+                  ["model", "images", "top-1", "top-5", "top-1 with flip TTA"],
+                  [[r["model"], r["images"], r["top1"], r["top5"], r["top1_flip_tta"]] for r in rows])
+    judge, rows = ctx.model("classify-fashion-mnist"), []
+    for name, model in ctx.models("generate").items():
+        if judge is None or "classify-fashion-mnist" not in test_sets:
+            ctx.note(f"{name}: needs the Fashion-MNIST classifier and test split as judge: skipped")
+            continue
+        r = evaluate.eval_generator(model, judge, test_sets["classify-fashion-mnist"], n=GENERATE_SAMPLES[ctx.quick])
+        rows.append({"model": name, **r})
+    if rows:
+        section["generate"] = rows
+        ctx.table("quality", "Generation: class agreement of the Fashion-MNIST classifier (judge) and FID in its "
+                  "feature space against the test split", ["model", "samples", "class agreement", "FID (judge)"],
+                  [[r["model"], r["samples"], r["class_agreement"], r["fid_judge"]] for r in rows])
+    ctx.results["sections"]["quality"] = section

@@ -1,0 +1,243 @@
+"""Section 2, roofline: FLOPs per output unit counted with forward hooks, the achieved GFLOP/s against this
+machine's float32 matmul rate, and the variants that may move it (channels_last, jit.trace + freeze, thread
+counts, fp16/bf16 on CUDA, torch.compile in a time-boxed subprocess)."""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+import cnnimg_hub
+from cnnimg_hub.degrade import random_mask
+
+from ._measure import CLASSIFY_BATCH, GENERATE_N, MODELS, ROOT, SIGMA, Context, measure
+
+# ----------------------------------------------------------------------------------------------- settings
+ROOFLINE_SIZE = {"super-resolution": 128, "denoising": 256, "inpainting": 256}  # square inputs
+MATMUL_N = 2048
+COMPILE_BUDGET_S = 180  # wall-clock box for torch.compile of all models (one subprocess); skipped in --quick
+
+
+class _Call(nn.Module):
+    """One tensor-in, tensor-out forward per task (what trace, compile and the FLOP hooks see)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.task = model, model.task
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        if self.task == "image-generation":
+            return self.model.decode_latent(x, extra)
+        if self.task == "denoising":
+            return self.model(x, SIGMA)
+        if self.task == "inpainting":
+            return self.model(x, extra)
+        return self.model(x)
+
+
+def roofline_case(model: nn.Module, ctx_px: Callable[[int], int], side: int | None = None):
+    """(inputs, output units, unit name) of the roofline measurement; `side` overrides the input size."""
+    g = torch.Generator().manual_seed(0)
+    task = model.task
+    if task == "image-classification":
+        n = ctx_px(CLASSIFY_BATCH) if side is None else 2
+        s = model.image_size
+        return (torch.rand(n, model.in_channels, s, s, generator=g),), n, "image"
+    if task == "image-generation":
+        n = ctx_px(GENERATE_N) if side is None else 2
+        return (torch.randn(n, model.latent_dim, generator=g), torch.arange(n) % model.num_classes), n, "image"
+    side = side or ctx_px(ROOFLINE_SIZE[task])
+    side += side % 8 and 8 - side % 8  # the inpainting U-Net needs multiples of 8
+    x = torch.rand(1, model.in_channels, side, side, generator=g)
+    if task == "inpainting":
+        return (x, torch.from_numpy(random_mask(side, side, random.Random(0)))[None, None]), side * side, "output px"
+    scale = int(getattr(model, "scale", 1))
+    return (x,), (side * scale) ** 2, "output px"
+
+
+def count_flops(call: nn.Module, inputs) -> int:
+    """2 x the multiply-accumulates of every Conv2d, ConvTranspose2d and Linear (other layers are not counted)."""
+    macs = 0
+
+    def conv(m, i, o):
+        nonlocal macs
+        macs += o.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+
+    def conv_t(m, i, o):
+        nonlocal macs
+        macs += i[0].numel() * (m.out_channels // m.groups) * math.prod(m.kernel_size)
+
+    def linear(m, i, o):
+        nonlocal macs
+        macs += o.numel() * m.in_features
+
+    kinds = {nn.Conv2d: conv, nn.ConvTranspose2d: conv_t, nn.Linear: linear}
+    hooks = [mod.register_forward_hook(kinds[type(mod)]) for mod in call.modules() if type(mod) in kinds]
+    with torch.inference_mode():
+        call(*inputs)
+    for h in hooks:
+        h.remove()
+    return 2 * macs
+
+
+def matmul_gflops(n: int, ctx: Context, device: torch.device) -> float:
+    a, b = (torch.randn(n, n, generator=torch.Generator().manual_seed(i)).to(device) for i in (1, 2))
+    m = measure(lambda: a @ b, ctx, device=device)
+    return 2 * n ** 3 / m["seconds"] / 1e9
+
+
+def compile_worker(spec: dict) -> None:
+    """In a subprocess: torch.compile each model, print one JSON line per model (compile time, then timing)."""
+    torch.set_num_threads(spec["threads"])
+    ctx = argparse.Namespace(quick=spec["quick"])
+    for name in spec["models"]:
+        try:
+            model = cnnimg_hub.load_model(Path(spec["weights"]) / name)
+            inputs, _, _ = roofline_case(model, lambda n: max(8, round(n * spec["sizes_scale"])))
+            compiled = torch.compile(_Call(model).eval())
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                compiled(*inputs)
+                compile_s = time.perf_counter() - t0
+                m = measure(lambda: compiled(*inputs), ctx)
+            print("RESULT " + json.dumps({"model": name, "compile_s": compile_s, **m}), flush=True)
+        except Exception as e:  # report the failure and go on with the next model
+            print("RESULT " + json.dumps({"model": name, "error": f"{type(e).__name__}: {str(e)[:300]}"}),
+                  flush=True)
+
+
+def run_compile(ctx: Context, names: list[str]) -> dict[str, dict]:
+    """torch.compile variants in one subprocess, time-boxed to COMPILE_BUDGET_S; models not reached are noted."""
+    spec = {"models": names, "weights": str(ctx.weights), "threads": torch.get_num_threads(), "quick": ctx.quick,
+            "sizes_scale": ctx.args.sizes_scale}
+    env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.run", "--compile-worker", json.dumps(spec)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=ctx.args.compile_budget)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the worker and its inductor helpers, all started here
+        proc.wait()
+    reader.join(5)
+    out = {}
+    for line in lines:
+        if line.startswith("RESULT "):
+            r = json.loads(line[7:])
+            out[r.pop("model")] = r
+    for name in names:
+        if name not in out:
+            tail = " ".join(l.strip() for l in lines[-3:] if not l.startswith("RESULT "))[:300]
+            out[name] = {"error": f"not reached within the {ctx.args.compile_budget:.0f} s time box"
+                                  + (f" (last output: {tail})" if tail and proc.returncode not in (0, -9) else "")}
+    return out
+
+
+def bench_roofline(ctx: Context) -> None:
+    """FLOPs per output unit, achieved GFLOP/s against this machine's matmul rate, and variants that may move it."""
+    dev, threads = ctx.device, torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    n = max(128, ctx.px(MATMUL_N, 64))
+    rates = {threads: matmul_gflops(n, ctx, dev)}
+    for t in sorted({1, cores} - {threads}):
+        torch.set_num_threads(t)
+        rates[t] = matmul_gflops(n, ctx, dev)
+    torch.set_num_threads(threads)
+    models = {n_: m for n_ in MODELS if (m := ctx.model(n_)) is not None}
+    rows, variants = [], []
+    for name, model in models.items():
+        call = _Call(model).eval()
+        small, small_units, unit = roofline_case(model, ctx.px, side=32)
+        per_unit = count_flops(call, small) / small_units
+        inputs, units, _ = roofline_case(model, ctx.px)
+        inputs = tuple(t.to(dev) for t in inputs)
+        flops = per_unit * units
+
+        def run(label, fn, t=threads, extra=None):
+            try:
+                with torch.inference_mode():
+                    m = measure(fn, ctx, device=dev)
+                gf = flops / m["seconds"] / 1e9
+                variants.append({"model": name, "variant": label, **m, "threads": t, "gflops": gf,
+                                 "matmul_fraction": gf / rates[t] if t in rates else None, **(extra or {})})
+            except Exception as e:  # a variant that does not work is a result too
+                variants.append({"model": name, "variant": label, "error": f"{type(e).__name__}: {str(e)[:200]}"})
+
+        run("eager fp32", lambda: call(*inputs))
+        base = variants[-1]
+        rows.append({"model": name, "task": model.task, "flops_per_unit": per_unit, "unit": unit, "units": units,
+                     "seconds": base.get("seconds"), "gflops": base.get("gflops"),
+                     "matmul_fraction": base.get("matmul_fraction")})
+        cl = copy.deepcopy(call).to(memory_format=torch.channels_last)
+        cl_inputs = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in inputs)
+        run("channels_last", lambda: cl(*cl_inputs))
+        try:
+            t0 = time.perf_counter()
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer warnings: Python branches on fixed inputs are fine
+                traced = torch.jit.freeze(torch.jit.trace(copy.deepcopy(call), inputs, check_trace=False))
+            run("jit.trace + freeze", lambda: traced(*inputs), extra={"prepare_s": time.perf_counter() - t0})
+        except Exception as e:
+            variants.append({"model": name, "variant": "jit.trace + freeze",
+                             "error": f"{type(e).__name__}: {str(e)[:200]}"})
+        for t in sorted({1, cores} - {threads}):
+            torch.set_num_threads(t)
+            run(f"eager fp32, {t} thread{'s' * (t > 1)}", lambda: call(*inputs), t=t)
+            torch.set_num_threads(threads)
+        if dev.type == "cuda":
+            for label, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+                half = copy.deepcopy(call).to(dtype)
+                h_inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
+                run(label, lambda: half(*h_inputs))
+    if models and (ctx.quick and not ctx.args.compile):
+        ctx.note("torch.compile is skipped in --quick (compiling takes minutes on 2 cores); pass --compile")
+    elif models:
+        order = sorted(models, key=lambda n_: models[n_].task not in ("super-resolution", "denoising", "inpainting"))
+        for name, r in run_compile(ctx, order).items():
+            base = next(v for v in variants if v["model"] == name and v["variant"] == "eager fp32")
+            gf = (base["gflops"] * base["seconds"] / r["seconds"]) if "seconds" in r and "gflops" in base else None
+            variants.append({"model": name, "variant": "torch.compile", **r, "threads": threads, "gflops": gf,
+                             "matmul_fraction": gf / rates[threads] if gf else None})
+    ctx.results["sections"]["roofline"] = {"matmul": {"n": n, "gflops_by_threads": rates}, "rows": rows,
+                                           "variants": variants}
+    ctx.table("roofline", f"Roofline: conv/linear FLOPs counted with forward hooks on a 32 px input (per output "
+              f"pixel; per image for classifiers and generators), eager fp32 on {dev.type} with {threads} threads, "
+              f"against a {n}x{n} float32 matmul at {rates[threads]:.1f} GFLOP/s",
+              ["model", "task", "MFLOP per unit", "unit", "GFLOP per call", "time (s)", "GFLOP/s", "of matmul"],
+              [[r["model"], r["task"], r["flops_per_unit"] / 1e6, r["unit"], r["flops_per_unit"] * r["units"] / 1e9,
+                r["seconds"], r["gflops"], f"{r['matmul_fraction']:.0%}"] for r in rows])
+    winners = {}
+    for v in variants:
+        if "seconds" in v and (v["model"] not in winners or v["seconds"] < winners[v["model"]]["seconds"]):
+            winners[v["model"]] = v
+    for v in variants:
+        v["wins"] = winners.get(v["model"]) is v
+    ctx.table("roofline", "Roofline variants: time of the same call per variant (compile time and trace time "
+              "separate); the fastest variant of each model is marked", ["model", "variant", "threads", "time (s)",
+                                                                        "GFLOP/s", "of matmul", "setup (s)", "wins"],
+              [[v["model"], v["variant"], v.get("threads", ""), v.get("seconds", "failed"),
+                v.get("gflops") or "", f"{v['matmul_fraction']:.0%}" if v.get("matmul_fraction") else "",
+                v.get("compile_s") or v.get("prepare_s") or "", "**fastest**" if v["wins"] else v.get("error", "")]
+               for v in variants])
+    convs = [r for r in rows if r["task"] in ("super-resolution", "denoising", "inpainting")]
+    if convs and not any(r["matmul_fraction"] is None for r in convs):
+        worst = min(convs, key=lambda r: r["matmul_fraction"])
+        ctx.target("conv_matmul_fraction", worst["matmul_fraction"], worst["matmul_fraction"] >= 0.4,
+                   f"lowest: {worst['model']} at {worst['matmul_fraction']:.0%} of matmul")
