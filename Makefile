@@ -4,7 +4,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip install -q --disable-pip-version-check
 
-.PHONY: app install install-dev test test-fast bench bench-quick eval train-all
+.PHONY: app install install-dev test test-fast bench bench-quick eval train-all screenshots
 
 install:
 	$(PIP) torch==2.13.0
@@ -36,3 +36,6 @@ eval:
 
 train-all:
 	bash training/train_all.sh
+
+screenshots:
+	CNNIMG_TEST_WEIGHTS=weights CNNIMG_SCREENSHOTS=docs/screenshots $(PYTHON) -m pytest -q tests/test_app_browser.py

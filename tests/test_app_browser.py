@@ -1,7 +1,9 @@
 """The app in a real browser (Playwright + Debian's chromium): upload, run and read the results on every tab, draw a
-mask in the Inpaint editor, and see a bad upload's error. Screenshots of each tab go to docs/screenshots/.
+mask in the Inpaint editor, and see a bad upload's error. A screenshot of each tab is saved.
 
-Tiny untrained models (from test_app.TINY_MODELS) keep it fast; the screenshots show the UI, not model quality.
+Tiny untrained models (from test_app.TINY_MODELS) keep it fast, and the screenshots go to a temp folder. `make
+screenshots` runs the same tests on the shipped weights (CNNIMG_TEST_WEIGHTS=weights) and saves the README's
+screenshots (CNNIMG_SCREENSHOTS=docs/screenshots).
 """
 import os
 import tempfile
@@ -28,7 +30,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import app  # noqa: E402
 from test_app import free_port, make_weights  # noqa: E402
 
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+SCREENSHOTS = Path(os.environ.get("CNNIMG_SCREENSHOTS") or tempfile.mkdtemp(prefix="cnnimg-screenshots-"))
+SHIPPED_WEIGHTS = os.environ.get("CNNIMG_TEST_WEIGHTS")  # e.g. "weights": run on real models instead of tiny ones
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync",
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]  # nothing leaves the machine
@@ -37,7 +40,7 @@ RESULT_TIMEOUT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    weights = make_weights(tmp_path_factory.mktemp("weights"))
+    weights = Path(SHIPPED_WEIGHTS) if SHIPPED_WEIGHTS else make_weights(tmp_path_factory.mktemp("weights"))
     demo = app.build_demo(weights, "cpu")
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
