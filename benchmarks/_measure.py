@@ -186,7 +186,12 @@ class Context:
     def table(self, section: str, caption: str, header: list[str], rows: list[list[Any]]) -> None:
         def cell(v):
             if isinstance(v, float):
-                return "nan" if math.isnan(v) else (f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}")
+                if math.isnan(v):
+                    return "nan"
+                if abs(v) >= 100:
+                    return f"{v:,.0f}"
+                # 4 significant digits (PSNR 37.22, SSIM 0.9577, 0.04123 s): enough to compare with papers
+                return f"{v:.4g}"
             return str(v)
 
         lines = [f"**{caption}** (`{self.command}`)", "", "| " + " | ".join(header) + " |",
