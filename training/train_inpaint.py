@@ -25,6 +25,7 @@ class Config:
     # model
     model: str = "inpaint-gated-unet"
     base_channels: int = 16  # 16 trains 2x faster than the class default 24 on a CPU
+    prefill: str = "push-pull"  # "none": holes zeroed; "push-pull": the net refines a smooth pyramid fill
     # data
     data: str = str(common.DATA)
     train_sets: list = dataclasses.field(default_factory=lambda: ["BSD200", "BSDS500-test", "T91", "General100-50"])
@@ -56,7 +57,7 @@ def main(cfg: Config) -> None:
     files = common.list_images([data / "train" / s for s in cfg.train_sets])
     dataset = common.PatchDataset(files, cfg.patch, cfg.steps * cfg.batch_size, scales=tuple(cfg.aug_scales))
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, drop_last=True)
-    model = create_model(cfg.model, base_channels=cfg.base_channels)
+    model = create_model(cfg.model, base_channels=cfg.base_channels, prefill=cfg.prefill)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = common.cosine_schedule(opt, cfg.steps, cfg.warmup)
     ckpt = run_dir / "checkpoint.pt"

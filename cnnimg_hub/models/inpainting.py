@@ -14,6 +14,22 @@ from .._registry import register_model
 from ._base import HubModel
 
 
+def push_pull_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fill the holes (mask 1) smoothly from the known pixels: average known pixels and their weights down a
+    pyramid (push), then fill each level's holes from the coarser level (pull). A cheap, differentiable
+    first guess (about Telea's quality) that the network then refines."""
+    x, w = image * (1 - mask), 1 - mask
+    pyramid = []
+    while min(x.shape[-2:]) > 1:
+        pyramid.append((x, w))
+        x, w = F.avg_pool2d(x, 2, ceil_mode=True), F.avg_pool2d(w, 2, ceil_mode=True)
+    fill = x / w.clamp(min=1e-6)
+    for x, w in reversed(pyramid):
+        up = F.interpolate(fill, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        fill = x / w.clamp(min=1e-6) * w + up * (1 - w)  # w = fraction known: keep what is known, pull the rest
+    return fill
+
+
 class GatedConv(nn.Module):
     """y = ELU(conv_f(x)) * sigmoid(conv_g(x)): the gate learns where features are valid (outside holes)."""
 
@@ -34,14 +50,18 @@ class GatedUNet(HubModel, tags=["inpainting", "gated-convolution", "unet"]):
         base_channels: channels at full resolution, doubled per level (capped at 4x). Default 24.
         depth: number of stride-2 levels; inputs are padded to a multiple of 2**depth. Default 3.
         dilations: dilation rates of the bottleneck convs (they widen the receptive field). Default [2, 4, 8].
+        prefill: "none" (holes zeroed, output through a sigmoid) or "push-pull" (holes pre-filled by
+            `push_pull_fill`, the network adds a correction). Default "none".
     """
 
     task = "inpainting"
 
     def __init__(self, in_channels: int = 3, base_channels: int = 24, depth: int = 3,
-                 dilations: list[int] = (2, 4, 8)):
+                 dilations: list[int] = (2, 4, 8), prefill: str = "none"):
         super().__init__()
-        self.in_channels, self.depth = in_channels, depth
+        if prefill not in ("none", "push-pull"):
+            raise ValueError(f"prefill must be 'none' or 'push-pull', got {prefill!r}")
+        self.in_channels, self.depth, self.prefill = in_channels, depth, prefill
         ch = [base_channels * min(2 ** i, 4) for i in range(depth + 1)]
         self.stem = GatedConv(in_channels + 1, ch[0])
         self.down = nn.ModuleList(nn.Sequential(GatedConv(ch[i], ch[i + 1], stride=2), GatedConv(ch[i + 1], ch[i + 1]))
@@ -50,6 +70,9 @@ class GatedUNet(HubModel, tags=["inpainting", "gated-convolution", "unet"]):
         self.up = nn.ModuleList(nn.Sequential(GatedConv(ch[i + 1] + ch[i], ch[i]), GatedConv(ch[i], ch[i]))
                                 for i in reversed(range(depth)))
         self.out = nn.Conv2d(ch[0], in_channels, 3, padding=1)
+        if prefill == "push-pull":  # start as the plain push-pull fill
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def inference_config(self) -> dict:
         m = 2 ** self.depth
@@ -63,7 +86,8 @@ class GatedUNet(HubModel, tags=["inpainting", "gated-convolution", "unet"]):
         if image.shape[-2] % m or image.shape[-1] % m:
             raise ValueError(f"height and width must be multiples of {m}; pad the input first")
         known = image * (1 - mask)
-        h = self.stem(torch.cat([known, mask], dim=1))
+        base = push_pull_fill(image, mask) if self.prefill == "push-pull" else known
+        h = self.stem(torch.cat([base, mask], dim=1))
         skips = []
         for down in self.down:
             skips.append(h)
@@ -72,7 +96,7 @@ class GatedUNet(HubModel, tags=["inpainting", "gated-convolution", "unet"]):
         for up, skip in zip(self.up, reversed(skips)):
             h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
             h = up(torch.cat([h, skip], dim=1))
-        pred = torch.sigmoid(self.out(h))
+        pred = (base + self.out(h)).clamp(0, 1) if self.prefill == "push-pull" else torch.sigmoid(self.out(h))
         return known + pred * mask
 
 
