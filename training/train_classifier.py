@@ -88,10 +88,14 @@ def main(cfg: Config) -> None:
     steps = cfg.epochs * len(loader)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                           weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.25,
-                                                anneal_strategy="linear")
     ckpt = run_dir / "checkpoint.pt"
-    step = common.resume(ckpt, log, cfg.seed, model=model, opt=opt, sched=sched) if cfg.resume else 0
+    step = common.resume(ckpt, log, cfg.seed, model=model, opt=opt) if cfg.resume else 0
+    # The one-cycle schedule is a function of (step, total steps), so it is rebuilt rather than restored: a run
+    # resumed with a different --epochs follows the new schedule from where it stopped.
+    for group in opt.param_groups:  # what OneCycleLR itself sets on a fresh start (div factors 25 and 1e4)
+        group.update(initial_lr=cfg.lr / 25, max_lr=cfg.lr, min_lr=cfg.lr / 25 / 1e4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.25,
+                                                anneal_strategy="linear", last_epoch=step - 1)
     model, opt, loader = acc.prepare(model, opt, loader)
     n_params = sum(p.numel() for p in model.parameters())
     log(event="start", model=variant, params=n_params, train=len(xtr), test=len(xte), device=str(acc.device))
