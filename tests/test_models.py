@@ -188,3 +188,17 @@ def test_atomic_save_leaves_old_weights_on_crash(saved, monkeypatch):
         save_model(tiny("denoise-ffdnet", n_feats=4), saved)
     assert (saved / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in saved.iterdir()) == sorted(FILES)
+
+
+def test_inpainting_push_pull_prefill():
+    """The optional prefill starts as a smooth fill of the holes (output conv at zero) and keeps known pixels."""
+    model = create_model("inpaint-gated-unet", base_channels=8, depth=2, prefill="push-pull").eval()
+    img = torch.rand(1, 3, 16, 20)
+    mask = torch.zeros(1, 1, 16, 20)
+    mask[..., 5:11, 6:14] = 1
+    out = model(img, mask)
+    assert torch.equal(out * (1 - mask), img * (1 - mask))
+    hole = out[..., 5:11, 6:14]
+    assert hole.min() >= img.min() - 1e-6 and hole.max() <= img.max() + 1e-6  # an interpolation of known pixels
+    with pytest.raises(ValueError, match="prefill"):
+        create_model("inpaint-gated-unet", prefill="magic")

@@ -20,5 +20,5 @@ python training/train_classifier.py --dataset cifar10 --epochs 6 --threads $T --
 # The generators are judged by the Fashion-MNIST classifier above, so they come after it. (The shipped ones were
 # trained in parallel with it using --judge '' and then evaluated by rerunning the same command with --resume:
 # a resumed run whose checkpoint is complete only evaluates and rewrites the folder.)
-python training/train_generator.py --kind gan --epochs 3 --threads $T --out weights/generate-fashion-mnist-gan
+python training/train_generator.py --kind gan --epochs 2 --threads $T --out weights/generate-fashion-mnist-gan
 python training/train_generator.py --kind vae --epochs 12 --threads $T --out weights/generate-fashion-mnist-vae

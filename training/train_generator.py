@@ -1,4 +1,4 @@
-"""Train a class-conditional generator on Fashion-MNIST: a DCGAN-style GAN (projection discriminator, hinge
+"""Train a class-conditional generator on Fashion-MNIST: a DCGAN-style GAN (conditional DCGAN discriminator, BCE
 loss) or a convolutional CVAE. Evaluate with a held-out classifier (the shipped Fashion-MNIST classifier, trained
 separately): class agreement over 10,000 samples and FID in its feature space against the test set; for the VAE
 also the test-set reconstruction MSE. Writes a Hub-ready folder.
@@ -7,8 +7,9 @@ also the test-set reconstruction MSE. Writes a Hub-ready folder.
     python training/train_generator.py --kind vae --out weights/generate-fashion-mnist-vae
     accelerate launch training/train_generator.py ...
 
-Papers: Miyato & Koyama, "cGANs with Projection Discriminator" (2018) and Miyato et al., "Spectral
-Normalization for GANs" (2018) for the discriminator; the generator and VAE are in cnnimg_hub/models/generator.py.
+Papers: Radford et al. (DCGAN, 2016) and Mirza & Osindero (conditional GANs, 2014) for the discriminator and
+losses (non-saturating BCE, one-sided label smoothing, Salimans et al. 2016); the generator and VAE are in
+cnnimg_hub/models/generator.py. (A projection discriminator with spectral norm and hinge loss collapsed here.)
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 from tqdm import tqdm
 
 import common
@@ -53,23 +53,21 @@ class Config:
 
 
 class Discriminator(nn.Module):
-    """Projection discriminator: h = conv features, D(x, y) = w·h + <embed(y), h>, spectral norm everywhere."""
+    """Conditional DCGAN discriminator: the image and a one-hot class map go in together (Mirza & Osindero),
+    strided conv + BN + LeakyReLU, one logit out (trained with the non-saturating BCE loss)."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, base_channels: int = 32):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, base_channels: int = 32, image_size: int = 28):
         super().__init__()
-        c = base_channels
+        c, self.num_classes = base_channels, num_classes
         self.net = nn.Sequential(
-            spectral_norm(nn.Conv2d(in_channels, c, 3, 1, 1)), nn.LeakyReLU(0.2, True),
-            spectral_norm(nn.Conv2d(c, 2 * c, 4, 2, 1)), nn.LeakyReLU(0.2, True),
-            spectral_norm(nn.Conv2d(2 * c, 4 * c, 4, 2, 1)), nn.LeakyReLU(0.2, True),
-            spectral_norm(nn.Conv2d(4 * c, 4 * c, 3, 1, 1)), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(in_channels + num_classes, c, 4, 2, 1), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2, True),
+            nn.Flatten(), nn.Linear(2 * c * (image_size // 4) ** 2, 1),
         )
-        self.linear = spectral_norm(nn.Linear(4 * c, 1))
-        self.embed = spectral_norm(nn.Embedding(num_classes, 4 * c))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.net(x).sum(dim=(2, 3))
-        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)
+        onehot = F.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+        return self.net(torch.cat([x, onehot], dim=1)).squeeze(1)
 
 
 def main(cfg: Config) -> None:
@@ -113,11 +111,14 @@ def main(cfg: Config) -> None:
                 real = x * 2 - 1
                 z = torch.randn(len(y), acc.unwrap_model(model).latent_dim, device=x.device)
                 fake = model(z, y)
-                loss_d = F.relu(1 - disc(real, y)).mean() + F.relu(1 + disc(fake.detach(), y)).mean()
+                d_real, d_fake = disc(real, y), disc(fake.detach(), y)
+                loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, 0.9))  # smoothed
+                          + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
                 acc.backward(loss_d)
                 opt_d.step()
                 opt_d.zero_grad(set_to_none=True)
-                loss = -disc(fake, y).mean()
+                d_gen = disc(fake, y)
+                loss = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))  # non-saturating
                 acc.backward(loss)
                 opt.step()
                 opt.zero_grad(set_to_none=True)

@@ -25,7 +25,7 @@ class Config:
     # model
     model: str = "inpaint-gated-unet"
     base_channels: int = 16  # 16 trains 2x faster than the class default 24 on a CPU
-    prefill: str = "push-pull"  # "none": holes zeroed; "push-pull": the net refines a smooth pyramid fill
+    prefill: str = "none"  # "push-pull": the net refines a smooth pyramid fill (1500 steps: 23.04 dB vs 23.51 without)
     # data
     data: str = str(common.DATA)
     train_sets: list = dataclasses.field(default_factory=lambda: ["BSD200", "BSDS500-test", "T91", "General100-50"])
