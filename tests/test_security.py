@@ -26,6 +26,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import cnnimg_hub  # noqa: E402
+from benchmarks.load_test import stop_server  # noqa: E402
 from test_robustness import free_port, make_weights, noise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,12 +73,7 @@ def served(tmp_path_factory):
                 time.sleep(0.5)
         yield url, weights, gradio_tmp, hf_home, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_server(proc)
 
 
 def get(url: str, path: str) -> tuple[int, bytes]:
