@@ -107,7 +107,9 @@ def _on(model: nn.Module, device: torch.device):
     """Model on `device` in eval mode under inference_mode; its train/eval flag is restored afterwards, so a
     pipeline call in the middle of training does not switch the caller's model to eval for good."""
     was_training = model.training
-    model.to(device).eval()
+    # channels_last: 1.3-2x faster convolutions on this CPU for every shipped model (benchmarks' roofline
+    # variants), and the layout tensor cores want on CUDA; the weights' values are unchanged.
+    model.to(device, memory_format=torch.channels_last).eval()
     try:
         with torch.inference_mode():
             yield
@@ -232,7 +234,7 @@ def _run(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, tile: i
 
     def call(t: torch.Tensor) -> torch.Tensor:
         with autocast:
-            y = fn(t.to(device))
+            y = fn(t.to(device).contiguous(memory_format=torch.channels_last))
         return y.float().to(x.device)
 
     if tile is None:
