@@ -19,12 +19,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from . import baselines
 from .degrade import add_noise, random_mask
+from .imageio import to_image, to_tensor
 from .metrics import psnr, ssim
+from .tiling import pad_to_multiple
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -33,23 +34,10 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _tensor(img: Image.Image) -> torch.Tensor:
-    a = np.asarray(img, dtype=np.float32) / 255.0
-    return torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
-
-
-def _image(t: torch.Tensor) -> Image.Image:
-    a = (t[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    return Image.fromarray(a)
-
-
-def _padded_call(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, multiple: int, scale: int = 1):
-    """Reflect-pad H and W up to `multiple`, run, crop back (output `scale` times larger)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect")
-    return fn(x)[..., : h * scale, : w * scale]
+def _padded_call(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad H and W up to `multiple` (reflect, as the pipelines do), run, crop back."""
+    padded, (h, w) = pad_to_multiple(x, multiple)
+    return fn(padded)[..., :h, :w]
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -82,7 +70,7 @@ def eval_sr(model, data: Path, sets=("Set5", "Set14", "BSD100"), lr_source: str 
                     raise ValueError(f"{lr_file} ({lr.size}) is not {f.name} ({hr.size}) downscaled by {s}")
             else:
                 lr = hr.resize((hr.width // s, hr.height // s), Image.BICUBIC)
-            sr = _image(model(_tensor(lr).to(device)))
+            sr = to_image(model(to_tensor(lr).to(device)))
             bic = lr.resize(hr.size, Image.BICUBIC)
             rows.append({"psnr": psnr(sr, hr, border=s, y_channel=True), "ssim": ssim(sr, hr, border=s, y_channel=True),
                          "bicubic_psnr": psnr(bic, hr, border=s, y_channel=True),
@@ -105,7 +93,7 @@ def eval_denoise(model, data: Path, sigmas=(15, 25, 50), set_name: str = "CBSD68
             clean = Image.open(f).convert("RGB")
             noisy = add_noise(clean, sigma, seed + i)
             t0 = time.perf_counter()
-            den = _image(_padded_call(lambda x: model(x, float(sigma)), _tensor(noisy).to(device), 2))
+            den = to_image(_padded_call(lambda x: model(x, float(sigma)), to_tensor(noisy).to(device), 2))
             row = {"psnr": psnr(den, clean), "ssim": ssim(den, clean), "seconds": time.perf_counter() - t0}
             for b in baseline_names:
                 t0 = time.perf_counter()
@@ -136,7 +124,7 @@ def eval_inpaint(model, data: Path, set_name: str = "BSD100", size: int = 256, b
         left, top = (img.width - size) // 2, (img.height - size) // 2
         clean = img.crop((left, top, left + size, top + size))
         mask_t = torch.from_numpy(m)[None, None].to(device)
-        out = _image(model(_tensor(clean).to(device), mask_t))
+        out = to_image(model(to_tensor(clean).to(device), mask_t))
         row = {"psnr": psnr(out, clean), "ssim": ssim(out, clean), "hole_fraction": float(m.mean())}
         mask_img = Image.fromarray((m * 255).astype(np.uint8))
         holed = Image.fromarray((np.asarray(clean) * (1 - m[..., None])).astype(np.uint8))

@@ -28,7 +28,9 @@ from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as `python training/train_x.py` from anywhere
-from cnnimg_hub.degrade import add_noise, random_mask  # noqa: E402,F401  (re-exported for the scripts)
+from cnnimg_hub import degrade  # noqa: E402
+from cnnimg_hub.degrade import random_mask  # noqa: E402,F401  (re-exported for the scripts)
+from cnnimg_hub.imageio import to_image, to_tensor  # noqa: E402
 
 DATA = Path(os.environ.get("CNNIMG_DATA", REPO.parent / "shared" / "datasets"))
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -227,25 +229,11 @@ class PatchDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1).float() / 255.0
 
 
-def to_pil(t: torch.Tensor) -> Image.Image:
-    a = (t.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    return Image.fromarray(a.squeeze(2) if a.shape[2] == 1 else a)
-
-
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    a = np.asarray(img, dtype=np.float32) / 255.0
-    a = a[..., None] if a.ndim == 2 else a
-    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
-
-
 # ----------------------------------------------------------------------------------------------- degradations
 def bicubic_down(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """Batch (N, 3, H, W) -> PIL-bicubic LR, the same degradation the evaluation and the app use."""
-    out = []
-    for t in hr:
-        img = to_pil(t)
-        out.append(to_tensor(img.resize((img.width // scale, img.height // scale), Image.BICUBIC)))
-    return torch.stack(out)
+    """Batch (N, C, H, W) -> PIL-bicubic LR through `cnnimg_hub.degrade.bicubic_down`, the same degradation the
+    evaluation and the app use."""
+    return torch.cat([to_tensor(degrade.bicubic_down(to_image(t), scale)) for t in hr])
 
 
 # ----------------------------------------------------------------------------------------------- labelled sets
