@@ -128,13 +128,14 @@ class StepLoop:
         self.running += loss.item()
         self.since += 1
         self.bar.update(1)
+        # checkpoint before logging: a run killed right after a log line resumes from that step, not before it
+        if self.acc.is_main_process and (self.step % self.ckpt_every == 0 or self.step == self.steps):
+            save_checkpoint(self.ckpt, model=self.acc.unwrap_model(self.model).state_dict(),
+                            opt=self.opt.state_dict(), sched=self.sched.state_dict(), step=self.step)
         if self.step % self.log_every == 0:
             self.bar.set_postfix(loss=f"{self.running / self.since:.4f}")
             self.log(step=self.step, loss=self.running / self.since, lr=self.sched.get_last_lr()[0])
             self.running, self.since = 0.0, 0
-        if self.acc.is_main_process and (self.step % self.ckpt_every == 0 or self.step == self.steps):
-            save_checkpoint(self.ckpt, model=self.acc.unwrap_model(self.model).state_dict(),
-                            opt=self.opt.state_dict(), sched=self.sched.state_dict(), step=self.step)
         return self.step
 
     def close(self) -> None:
