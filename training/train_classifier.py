@@ -121,9 +121,9 @@ def main(cfg: Config) -> None:
         net = acc.unwrap_model(model).eval()
         test = eval_classifier(net, xte, yte)
         if acc.is_main_process:
-            log(epoch=epoch + 1, step=step, train_acc=correct / max(1, total), test_top1=test["top1"])
             common.save_checkpoint(ckpt, model=net.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                                   step=step)
+                                   step=step)  # before the log line, as in common.StepLoop
+            log(epoch=epoch + 1, step=step, train_acc=correct / max(1, total), test_top1=test["top1"])
     bar.close()
 
     if not acc.is_main_process:

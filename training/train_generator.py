@@ -139,9 +139,9 @@ def main(cfg: Config) -> None:
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
         if acc.is_main_process:
-            log(epoch=epoch + 1, step=step, **{k: v / len(loader) for k, v in sums.items()})
             common.save_checkpoint(ckpt, step=step, **{k: (acc.unwrap_model(o) if k in ("model", "disc") else o)
                                                       .state_dict() for k, o in objects.items()})
+            log(epoch=epoch + 1, step=step, **{k: v / len(loader) for k, v in sums.items()})
     bar.close()
 
     if not acc.is_main_process:
