@@ -19,7 +19,7 @@ from torch import nn
 
 from .errors import CnnImgError, ImageInputError, WrongTaskError
 from .imageio import to_image, to_tensor
-from .tiling import pad_to_multiple, tile_starts, tiled
+from .tiling import pad_to_multiple, tile_count, tiled
 
 # ----------------------------------------------------------------------------------------------- limits
 MIN_TILE = 32  # the out-of-memory retries stop halving the tile here (smaller tiles are mostly overlap)
@@ -287,8 +287,7 @@ def _restore(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, sca
         notes.append(f"{_dtype_name(dtype)} produced NaN/Inf; reran in float32")
         dtype = torch.float32
         out, used = _run_with_retries(run, fn, x, tile=used, dtype=dtype, **kwargs)
-    tiles = (len(tile_starts(x.shape[-2], used, overlap, multiple)) * len(tile_starts(x.shape[-1], used, overlap,
-                                                                                        multiple))) if used else 1
+    tiles = tile_count(tuple(x.shape[-2:]), used, overlap, multiple) if used else 1
     info = RunInfo(device=_device_name(device), dtype=_dtype_name(dtype), tiled=used is not None, tiles=tiles,
                    tile_size=used, seconds=time.perf_counter() - start, notes=notes)
     return out[..., :h * scale, :w * scale], info

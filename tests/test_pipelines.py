@@ -10,7 +10,7 @@ from cnnimg_hub.errors import CnnImgError, ImageInputError, WrongTaskError
 from cnnimg_hub.imageio import to_tensor
 from cnnimg_hub.pipelines import (RunInfo, classify, denoise, estimate_sigma, generate, inpaint, interpolate,
                                   select_device, upscale)
-from cnnimg_hub.tiling import pad_to_multiple, tiled
+from cnnimg_hub.tiling import pad_to_multiple, tile_count, tile_layout, tiled
 
 
 def seeded(name, **kw):
@@ -73,6 +73,23 @@ def test_tile_larger_than_image_is_a_plain_call(sr):
     x = to_tensor(photo(40, 30))
     with torch.inference_mode():
         assert torch.equal(tiled(sr, x, tile=64, overlap=16, scale=2), sr(x))
+
+
+@pytest.mark.parametrize("multiple", [1, 2, 8])
+def test_tile_layout_covers_with_overlap_and_least_work(multiple):
+    for length in range(multiple, 700, 7 * multiple):
+        for tile, overlap in [(64, 16), (100, 12), (256, 12), (512, 64)]:
+            tile_m = tile // multiple * multiple
+            size, starts = tile_layout(length, tile_m, overlap, multiple)
+            assert size <= max(tile_m, 0) or starts == [0]
+            assert size % multiple == 0 and all(s % multiple == 0 for s in starts)
+            assert starts[0] == 0 and starts[-1] + size == length  # covers both borders, stays inside
+            assert all(b - a <= size - overlap for a, b in zip(starts, starts[1:]))  # neighbours share >= overlap
+            if len(starts) > 1:  # the fewest tiles: one fewer, of full size at the longest stride, falls short
+                stride = (tile_m - overlap) // multiple * multiple
+                assert tile_m + (len(starts) - 2) * stride < length
+    assert tile_layout(1024, 512, 12) == (350, [0, 337, 674])  # not 3 x 512 shifted inward
+    assert tile_count((1024, 512), 512, 12) == 3
 
 
 # Receptive-field radii (input pixels) of the test models: ESPCN(n_layers=1) 2 + 1 + 1 = 4 (bicubic skip: 2);

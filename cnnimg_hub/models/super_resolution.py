@@ -61,7 +61,7 @@ class ESPCN(_SRBase, tags=["super-resolution", "espcn"]):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) in [0, 1] -> (N, C, h*scale, w*scale)."""
         base = F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return base + self.body(x)
+        return self.body(x).add_(base)  # in place: one fewer output-sized tensor (pixel shuffle's is a copy)
 
 
 class ResBlock(nn.Module):
