@@ -33,6 +33,7 @@ from cnnimg_hub import pipelines
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("classify-cifar10", "classify-fashion-mnist", "generate-fashion-mnist-gan", "generate-fashion-mnist-vae",
           "sr-x2", "sr-x4", "sr-x4-large", "inpaint", "denoise")  # the weights/ folder names
+MMAP_THRESHOLD = 128 * 1024  # bytes; see pin_malloc
 BUDGET_S = {False: 3.0, True: 1.0}  # measured seconds per config (full, quick): repeats = budget / one call
 MAX_REPEATS = {False: 7, True: 3}  # ... clipped to 1..this
 CLASSIFY_BATCH, GENERATE_N = 256, 64
@@ -50,7 +51,7 @@ def pin_malloc() -> None:
     """glibc keeps freed memory below its (growing) mmap threshold; pinning the threshold returns tensors to the
     OS on free, so one config's leftovers cannot hide the next config's peak."""
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
 

@@ -127,6 +127,9 @@ def test_upscale_handler_and_degrade_then_restore(store, photo):
     (before, after), bicubic, png, table, info = app.upscale_image(store, str(photo), 4, "sr-x4", "", False)
     assert before.size == after.size == bicubic.size == (384, 288) and Image.open(png).size == (384, 288)
     assert "PSNR" not in table and "x4" in info
+    # one PNG encoding per result: the slider's CNN image is the download file, in Gradio's cache folder
+    assert app.png_file(after) == png and Path(png).parent == Path(app.get_upload_folder()) / "cnnimg"
+    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(after))
     (before, after), bicubic, png, table, info = app.upscale_image(store, str(photo), 2, "sr-x2", "", True)
     assert after.size == (96, 72)  # downscaled by 2 first, then restored to the upload's size
     psnrs = [float(v) for v in re.findall(r"\| ([\d.]+) \| [\d.]+ \|", table)]
@@ -223,7 +226,7 @@ def client(weights):
 
 def test_api_lists_exactly_the_model_endpoints(client):
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert endpoints == {"/classify", "/generate", "/interpolate", "/upscale", "/inpaint", "/denoise"}
+    assert endpoints == {"/classify", "/generate", "/interpolate", "/upscale", "/upscale_png", "/inpaint", "/denoise"}
 
 
 def test_api_classify_generate_interpolate(client, photo):
@@ -238,13 +241,19 @@ def test_api_classify_generate_interpolate(client, photo):
     assert len(strip) == 5
 
 
-def test_api_upscale_inpaint_denoise(client, photo, tmp_path):
+def test_api_upscale_inpaint_denoise(client, weights, photo, tmp_path):
     from gradio_client import handle_file
 
     slider, bicubic, png, table, info = client.predict(handle_file(str(photo)), 2, "sr-x2", "", False,
                                                        api_name="/upscale")
     assert [Image.open(p).size for p in slider] == [(192, 144)] * 2
     assert Image.open(bicubic).size == Image.open(png).size == (192, 144)
+    assert Path(slider[1]).name == Path(png).name  # the same file (one encoding) behind the slider and the download
+    alone = client.predict(handle_file(str(photo)), "sr-x4", "", api_name="/upscale_png")  # the lean endpoint
+    want, _ = cnnimg_hub.pipelines.upscale(cnnimg_hub.load_model(weights / "sr-x4"), Image.open(photo))
+    assert np.array_equal(np.asarray(Image.open(alone)), np.asarray(want))
+    with pytest.raises(Exception, match="not a model folder"):
+        client.predict(handle_file(str(photo)), "sr-x9", "", api_name="/upscale_png")
     mask = tmp_path / "stroke.png"
     stroke_layer((96, 72)).save(mask)
     editor = {"background": handle_file(str(photo)), "layers": [handle_file(str(mask))], "composite": None}
