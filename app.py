@@ -294,9 +294,10 @@ def punch(image: Image.Image, mask: Image.Image) -> Image.Image:
 def png_file(image: Image.Image, prefix: str = "image-") -> str:
     """`image` as a PNG file in Gradio's cache folder, encoded once per image object.
 
-    zlib level 1: a 2048x2048 result takes 0.19 s instead of 0.82 s at PIL's default level 6, for files about
-    20% larger. Inside Gradio's cache, Gradio serves the file without copying it and its `delete_cache` removes
-    it. The path is remembered on the image, so the slider and the download button share one encoding.
+    imageio.encode_png: a 2048x2048 result takes 0.05 s instead of 0.8 s for Gradio's own encoding (PIL at
+    level 6), for a file about 35% larger. Inside Gradio's cache, Gradio serves the file without copying it and
+    its `delete_cache` removes it. The path is remembered on the image, so the slider and the download button
+    share one encoding.
     """
     path = getattr(image, "_cnnimg_png", None)
     if path and os.path.isfile(path):
@@ -305,7 +306,7 @@ def png_file(image: Image.Image, prefix: str = "image-") -> str:
     folder.mkdir(parents=True, exist_ok=True)
     fd, path = tempfile.mkstemp(prefix=prefix, suffix=".png", dir=folder)
     os.close(fd)
-    image.save(path, format="PNG", compress_level=1)
+    Path(path).write_bytes(imageio.encode_png(image))
     image._cnnimg_png = path
     return path
 

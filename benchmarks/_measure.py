@@ -7,6 +7,7 @@ See run.py's docstring for how time and memory are measured.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import math
@@ -33,7 +34,6 @@ from cnnimg_hub import pipelines
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("classify-cifar10", "classify-fashion-mnist", "generate-fashion-mnist-gan", "generate-fashion-mnist-vae",
           "sr-x2", "sr-x4", "sr-x4-large", "inpaint", "denoise")  # the weights/ folder names
-MMAP_THRESHOLD = 128 * 1024  # bytes; see pin_malloc
 BUDGET_S = {False: 3.0, True: 1.0}  # measured seconds per config (full, quick): repeats = budget / one call
 MAX_REPEATS = {False: 7, True: 3}  # ... clipped to 1..this
 CLASSIFY_BATCH, GENERATE_N = 256, 64
@@ -47,13 +47,19 @@ TARGETS = {  # name -> text; PASS/MISS is printed next to the measurement, never
 
 
 # ----------------------------------------------------------------------------------------------- measuring
-def pin_malloc() -> None:
-    """glibc keeps freed memory below its (growing) mmap threshold; pinning the threshold returns tensors to the
-    OS on free, so one config's leftovers cannot hide the next config's peak."""
+def trim_malloc() -> None:
+    """Hand glibc's free heap pages back to the OS. glibc keeps freed blocks under its mmap threshold (which grows
+    to 32 MiB) for reuse; trimmed before a measurement, the RSS holds only live memory, so an earlier config's
+    leftovers cannot hide the next one's peak. Between the timed calls glibc reuses memory as it normally does."""
+    global _LIBC
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
+        _LIBC = _LIBC or ctypes.CDLL("libc.so.6")
+        _LIBC.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
         pass
+
+
+_LIBC = None
 
 
 def _status_kib(key: str) -> int:
@@ -69,6 +75,7 @@ class PeakMemory:
 
     def __enter__(self):
         gc.collect()
+        trim_malloc()
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -153,6 +160,15 @@ class Context:
     def px(self, n: int, multiple: int = 1) -> int:
         """An image side (or batch size) times --sizes-scale, at least 8 and rounded to `multiple`."""
         return max(8, round(n * self.args.sizes_scale / multiple) * multiple)
+
+    @contextlib.contextmanager
+    def timed(self, name: str):
+        """Wall-clock seconds of the block into results["seconds"][name] (the run prints them at the end)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.results.setdefault("seconds", {})[name] = time.perf_counter() - t0
 
     def note(self, text: str) -> None:
         print(f"note: {text}", flush=True)

@@ -8,8 +8,8 @@ Prints Markdown tables (each caption names the command that made it) and writes 
 machine (CPU model, cores, torch version and threads, device, load average) as JSON. Timings are medians over
 repeats after one warm-up call, on the same inputs for every method of a run. Peak memory is the peak resident
 set size (RSS) of this process during the measured calls minus the RSS just before them: the kernel's high-water
-mark (VmHWM) is reset through /proc/self/clear_refs before and read after, exact and in-process; glibc's mmap
-threshold is pinned at 128 KiB so freed tensors return to the OS and do not hide later peaks. On CUDA the
+mark (VmHWM) is reset through /proc/self/clear_refs before and read after, exact and in-process; glibc's free
+heap pages are trimmed before, so an earlier config's freed memory does not hide a later peak. On CUDA the
 model rows report torch.cuda.max_memory_allocated instead. Missing model folders and data sets are skipped with
 a printed note.
 
@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from ._measure import ROOT, Context, machine, pin_malloc
+from ._measure import ROOT, Context, machine
 from .app_bench import bench_app
-from .quality import bench_quality
+from .quality import BM3D_IMAGES, bench_quality
 from .roofline import COMPILE_BUDGET_S, bench_roofline, compile_worker
 from .scaling import bench_scaling
 from .speed import bench_speed
@@ -58,7 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="multiply every image side, batch and matmul size (e.g. 0.1 for smoke tests); targets then "
                         "read n/a")
     p.add_argument("--bm3d-images", type=int, default=None,
-                   help="CBSD68 images for the BM3D quality column (default: all; 4 with --quick); 0 = no BM3D")
+                   help=f"first CBSD68 images for the BM3D quality column (default {BM3D_IMAGES[False]}, "
+                        f"{BM3D_IMAGES[True]} with --quick; about 9 s per image and noise level); 0 = no BM3D")
     p.add_argument("--compile", action="store_true", help="run the torch.compile variants even with --quick")
     p.add_argument("--compile-budget", type=float, default=COMPILE_BUDGET_S, help="seconds for torch.compile")
     p.add_argument("--compile-worker", help=argparse.SUPPRESS)
@@ -79,7 +80,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     if args.threads:
         torch.set_num_threads(args.threads)
-    pin_malloc()
     ctx = Context(args, argv)
     start = time.perf_counter()
     ctx.results.update(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if ctx.results["targets"]:
         ctx.table("targets", "Targets", ["target", "status", "measured"],
                   [[t["target"], t["status"], t["detail"]] for t in ctx.results["targets"].values()])
-    print("seconds per section: " + ", ".join(f"{k} {v:.0f}" for k, v in ctx.results["seconds"].items()))
+    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in ctx.results["seconds"].items()))
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

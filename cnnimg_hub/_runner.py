@@ -161,13 +161,14 @@ def _to_model(color: Image.Image, channels: int) -> tuple[torch.Tensor, Callable
     Gray into an RGB model: replicated to 3 channels, the output converted back to L (ITU-R 601 luma).
     Color into a gray model: each channel is processed as its own gray image (a batch of 3).
     """
+    # the output tensors are the pipelines' own, so to_image may round them in place (overwrite)
     if channels == 3:
         x = to_tensor(color.convert("RGB"))
-        return x, (lambda y: to_image(y).convert(color.mode))
+        return x, (lambda y: to_image(y, overwrite=True).convert(color.mode))
     x = to_tensor(color)
     if color.mode == "L":
-        return x, to_image
-    return x.permute(1, 0, 2, 3), (lambda y: to_image(y.permute(1, 0, 2, 3)))
+        return x, (lambda y: to_image(y, overwrite=True))
+    return x.permute(1, 0, 2, 3), (lambda y: to_image(y.permute(1, 0, 2, 3), overwrite=True))
 
 
 def _int(name: str, value: Any, low: int, high: int) -> int:

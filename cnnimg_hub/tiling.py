@@ -113,9 +113,14 @@ def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, tile: 
     (th, ys), (tw, xs) = tile_layout(H, tile, overlap, multiple_of), tile_layout(W, tile, overlap, multiple_of)
     if len(ys) == 1 and len(xs) == 1:
         return fn(x)[..., :h * scale, :w * scale]
-    out = weight = None
-    for y0 in ys:
+    out = None
+    # The blending weight of a pixel is the sum over tiles of wy[y] * wx[x]; the tiles form a grid, so that sum
+    # is (sum of the row windows)[y] * (sum of the column windows)[x]: two 1-D sums, not an image-sized buffer.
+    row_sum = torch.zeros(H * scale, device=x.device)
+    col_sum = torch.zeros(W * scale, device=x.device)
+    for i, y0 in enumerate(ys):
         wy = _window(th * scale, y0 > 0, y0 + th < H, overlap, scale)
+        row_sum[y0 * scale:(y0 + th) * scale] += wy
         for x0 in xs:
             y = fn(x[..., y0:y0 + th, x0:x0 + tw])
             if y.shape[-2:] != (th * scale, tw * scale):
@@ -128,10 +133,10 @@ def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, tile: 
                     else torch.contiguous_format
                 out = torch.empty(*y.shape[:2], H * scale, W * scale, dtype=dtype, device=x.device,
                                   memory_format=layout).zero_()
-                weight = torch.zeros(1, 1, H * scale, W * scale, dtype=dtype, device=x.device)
             wx = _window(tw * scale, x0 > 0, x0 + tw < W, overlap, scale)
+            if i == 0:
+                col_sum[x0 * scale:(x0 + tw) * scale] += wx
             wt = (wy[:, None] * wx[None, :]).to(dtype=out.dtype, device=x.device)
-            ys_, xs_ = slice(y0 * scale, (y0 + th) * scale), slice(x0 * scale, (x0 + tw) * scale)
-            out[..., ys_, xs_] += y * wt
-            weight[..., ys_, xs_] += wt
-    return out.div_(weight)[..., :h * scale, :w * scale]
+            out[..., y0 * scale:(y0 + th) * scale, x0 * scale:(x0 + tw) * scale] += y * wt
+    out.div_(row_sum.to(out.dtype)[:, None]).div_(col_sum.to(out.dtype))
+    return out[..., :h * scale, :w * scale]

@@ -86,6 +86,8 @@ def test_quick_run_prints_tables_and_writes_json(weights, data, tmp_path, capsys
     assert {(r["set"], r["lr"]) for r in quality["sr"] if r["model"] == "sr-x2"} >= {("Set5", "matlab"),
                                                                                    ("BSD100", "pil")}
     assert [r["sigma"] for r in quality["denoise"]] == [15, 25, 50] and quality["denoise"][1]["bm3d_images"] == 1
+    assert quality["denoise"][0]["bm3d_images"] == 0  # --quick: BM3D at sigma 25 only
+    assert {"speed", "quality", "quality: BM3D", "quality: sr-x2 pil", "total"} <= set(results["seconds"])
     assert {"psnr", "telea_psnr", "ns_psnr"} <= set(quality["inpaint"])
     # with --sizes-scale the speed targets are not judged (n/a), the quality ones are
     assert results["targets"]["sr_x4_512"]["status"] == "n/a"

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from cnnimg_hub.errors import ImageInputError
-from cnnimg_hub.imageio import merge_alpha, open_image, save_png, split_alpha, to_image, to_tensor
+from cnnimg_hub.imageio import encode_png, merge_alpha, open_image, save_png, split_alpha, to_image, to_tensor
 
 
 def noise(h, w, c=3, seed=0):
@@ -198,3 +198,21 @@ def test_tensor_round_trip_and_clamping(tmp_path):
         assert np.array_equal(np.asarray(Image.open(saved)), np.asarray(img))
     assert np.asarray(to_image(torch.tensor([[[-0.5, 0.5, 1.5]]]))).tolist() == [[0, 128, 255]]
     assert not list(tmp_path.glob("deep/.*.tmp"))  # no temp files left behind
+    t = torch.tensor([[[-0.5, 0.5, 1.5]]])
+    assert np.asarray(to_image(t, overwrite=True)).tolist() == [[0, 128, 255]] and t.tolist() == [[[0, 128, 255]]]
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "I;16"])
+def test_encode_png_is_lossless_in_every_mode_and_size(mode):
+    # sizes: one pixel, one row, one column, and large enough (> 1 MB of rows) to be deflated in parallel pieces
+    for w, h in [(1, 1), (37, 1), (1, 29), (61, 43), (1200, 700)]:
+        rng = np.random.default_rng(w * h)
+        smooth = np.add.outer(np.arange(h), np.arange(w)).astype(np.uint8)  # compressible, unlike pure noise
+        a = np.stack([smooth, rng.integers(0, 256, (h, w), dtype=np.uint8), 255 - smooth, smooth // 2], -1)
+        img = Image.fromarray(a, "RGBA").convert(mode) if mode != "I;16" else Image.fromarray(
+            smooth.astype(np.uint16) * 257, "I;16")
+        data = encode_png(img)
+        back = Image.open(io.BytesIO(data))
+        back.load()  # decoding checks the zlib stream, its checksum and every chunk CRC
+        assert back.mode == img.mode and back.size == img.size
+        assert np.array_equal(np.asarray(back), np.asarray(img)), (mode, w, h)
