@@ -27,6 +27,7 @@ test-fast:
 
 bench:
 	$(PYTHON) -m benchmarks.run --json benchmarks/results.json
+	$(PYTHON) -m benchmarks.readme --results benchmarks/results.json --readme README.md
 
 bench-quick:
 	$(PYTHON) -m benchmarks.run --quick --json benchmarks/results-quick.json

@@ -1,7 +1,7 @@
 """cnnimg-hub demo: classify, generate, super-resolve, inpaint and denoise with small CNNs, next to classical methods.
 
-Run ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--device auto] [--weights DIR]``; a Hugging Face
-Space runs the same file (README front matter ``sdk: gradio``, ``app_file: app.py``). The tabs are built from
+Run ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--device auto] [--weights DIR] [--compile]``;
+a Hugging Face Space runs the same file (README front matter ``sdk: gradio``, ``app_file: app.py``). The tabs are built from
 the model folders in the weights directory (each folder's ``config.json`` says its task), and any tab can load
 a Hub repo instead (``user/name`` or ``user/name@revision``). Every event has an ``api_name``, so the app is
 also an API (``gradio_client``). Models load lazily, on first use.
@@ -102,9 +102,13 @@ def image_output(component: gr.Image | gr.ImageSlider) -> gr.Image | gr.ImageSli
 
 # -------------------------------------------------------------------------------------------------- models
 @functools.lru_cache(maxsize=MODEL_CACHE_SIZE)
-def load_cached(source: str, revision: str | None, task: str, device: str) -> torch.nn.Module:
-    """One load per (source, revision, task, device); failures are not cached, so a retry tries again."""
-    return cnnimg_hub.load_model(source, revision, task=task, device=device)
+def load_cached(source: str, revision: str | None, task: str, device: str, compile: bool = False) -> torch.nn.Module:
+    """One load per (source, revision, task, device, compile); failures are not cached, so a retry tries again.
+    With `compile`, torch.compile: the first request of each image size waits for compilation (seconds), later
+    ones run up to 2x faster (benchmarks' roofline variants); generators sample through their own methods, so
+    compiling does not change them."""
+    model = cnnimg_hub.load_model(source, revision, task=task, device=device)
+    return torch.compile(model) if compile else model
 
 
 def scan_weights(weights_dir: Path) -> dict[str, dict]:
@@ -139,9 +143,10 @@ def describe(name: str, config: dict) -> str:
 class ModelStore:
     """The shipped models of one weights folder plus Hub loading; hands out cached, ready-to-run models."""
 
-    def __init__(self, weights_dir: Path, device: str | None = None):
+    def __init__(self, weights_dir: Path, device: str | None = None, compile: bool = False):
         self.weights_dir = Path(weights_dir)
         self.device_preference = None if device in (None, "", "auto") else device
+        self.compile = compile
         self.shipped = scan_weights(self.weights_dir)
         self._device: torch.device | None = None
 
@@ -169,13 +174,13 @@ class ModelStore:
             if not REPO_ID.match(source) or ".." in source or Path(source).is_absolute():
                 raise gr.Error(f"{source!r} is not a Hub repo id like 'user/name' (or 'user/name@revision'). "
                                f"To use local folders, start the app with --weights DIR.")
-            return load_cached(source, revision.strip() or None, task, str(self.device))
+            return load_cached(source, revision.strip() or None, task, str(self.device), self.compile)
         if not name:
             raise gr.Error(f"No {task} model: choose one in the dropdown or enter a Hub repo id (user/name).")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or not (self.weights_dir / name).is_dir():
             raise gr.Error(f"{name!r} is not a model folder in {self.weights_dir}; shipped {task} models: "
                            f"{', '.join(self.names(task)) or 'none'}.")
-        return load_cached(str(self.weights_dir / name), None, task, str(self.device))
+        return load_cached(str(self.weights_dir / name), None, task, str(self.device), self.compile)
 
 
 # -------------------------------------------------------------------------------------------------- helpers
@@ -569,9 +574,10 @@ def example_block(component, label: str = "Examples"):
         gr.Examples([[p] for p in EXAMPLES], inputs=[component], label=label)
 
 
-def build_demo(weights_dir: Path, device: str | None = None) -> gr.Blocks:
-    """The whole app for the model folders in `weights_dir`; models load on first use on `device` (auto)."""
-    store = ModelStore(weights_dir, device)
+def build_demo(weights_dir: Path, device: str | None = None, compile: bool = False) -> gr.Blocks:
+    """The whole app for the model folders in `weights_dir`; models load on first use on `device` (auto), and
+    are torch.compiled with `compile` (see load_cached)."""
+    store = ModelStore(weights_dir, device, compile)
     bind = lambda fn: functools.partial(fn, store)  # noqa: E731  (handlers take the store first)
     model_events = dict(concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
     ui_only = dict(api_visibility="private", queue=False)
@@ -715,7 +721,8 @@ def build_demo(weights_dir: Path, device: str | None = None) -> gr.Blocks:
     return demo
 
 
-demo = build_demo(Path(os.environ.get("CNNIMG_WEIGHTS", "weights")), os.environ.get("CNNIMG_DEVICE"))
+demo = build_demo(Path(os.environ.get("CNNIMG_WEIGHTS", "weights")), os.environ.get("CNNIMG_DEVICE"),
+                  os.environ.get("CNNIMG_COMPILE", "") not in ("", "0"))
 
 
 # -------------------------------------------------------------------------------------------------- main
@@ -727,11 +734,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=os.environ.get("CNNIMG_DEVICE", "auto"), help="auto, cpu, cuda, ...")
     parser.add_argument("--weights", default=os.environ.get("CNNIMG_WEIGHTS", "weights"),
                         help="folder of model folders (each with config.json, model.safetensors, README.md)")
+    parser.add_argument("--compile", action="store_true", default=demo.store.compile,
+                        help="torch.compile the models (env CNNIMG_COMPILE=1): the first request of each image size "
+                             "waits seconds for compilation, later ones run up to 2x faster")
     args = parser.parse_args(argv)
     app = demo
     if Path(args.weights) != demo.store.weights_dir or (args.device or "auto") != (demo.store.device_preference
-                                                                                    or "auto"):
-        app = build_demo(Path(args.weights), args.device)
+                                                                                    or "auto") \
+            or args.compile != demo.store.compile:
+        app = build_demo(Path(args.weights), args.device, args.compile)
     if not app.store.shipped:
         print(f"cnnimg-hub: no model folders in {args.weights}; the tabs can still load Hub repos.", flush=True)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,

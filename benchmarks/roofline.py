@@ -9,9 +9,11 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -124,7 +126,8 @@ def run_compile(ctx: Context, names: list[str]) -> dict[str, dict]:
     """torch.compile variants in one subprocess, time-boxed to COMPILE_BUDGET_S; models not reached are noted."""
     spec = {"models": names, "weights": str(ctx.weights), "threads": torch.get_num_threads(), "quick": ctx.quick,
             "sizes_scale": ctx.args.sizes_scale}
-    env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+    cache = tempfile.mkdtemp(prefix="cnnimg-inductor-")  # cold: the compile time a first run pays
+    env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": cache}
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.run", "--compile-worker", json.dumps(spec)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -137,6 +140,7 @@ def run_compile(ctx: Context, names: list[str]) -> dict[str, dict]:
         os.killpg(proc.pid, signal.SIGKILL)  # the worker and its inductor helpers, all started here
         proc.wait()
     reader.join(5)
+    shutil.rmtree(cache, ignore_errors=True)
     out = {}
     for line in lines:
         if line.startswith("RESULT "):

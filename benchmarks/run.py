@@ -19,10 +19,13 @@ app_bench.py) and what they share (`measure`, `PeakMemory`, `Context`, `machine`
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -80,6 +83,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     if args.threads:
         torch.set_num_threads(args.threads)
+    # torch.compile rows time a cold compile (what a first run pays), not one served from an earlier run's cache
+    inductor_cache = tempfile.mkdtemp(prefix="cnnimg-inductor-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache
+    atexit.register(shutil.rmtree, inductor_cache, ignore_errors=True)
     ctx = Context(args, argv)
     start = time.perf_counter()
     ctx.results.update(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

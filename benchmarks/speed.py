@@ -3,6 +3,7 @@ classical methods on the same inputs: median time, throughput and peak memory.""
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import numpy as np
@@ -17,11 +18,25 @@ from ._measure import CLASSIFY_BATCH, GENERATE_N, SIGMA, Context, measure
 # ----------------------------------------------------------------------------------------------- settings
 SR_SIZES = {False: [256, 512], True: [256]}  # square inputs; the light x4 model also runs 512 in --quick (target)
 RESTORE_SIZES = [512, 1024]  # denoise and inpaint; BM3D: once per size, and not at 1024 in --quick
+COMPILED = ("sr-x4", "denoise", "inpaint")  # also through the pipelines after torch.compile, at 512 (not --quick)
 
 
 def _row(task, method, size, m, work, unit, cnn_s=None) -> dict[str, Any]:
     return {"task": task, "method": method, "input": size, **m, "throughput": work / m["seconds"], "unit": unit,
             "cnn_over_classical": (cnn_s / m["seconds"]) if cnn_s is not None else None}
+
+
+def _compiled_row(ctx: Context, task: str, name: str, side: int, run, mpx: float, eager_s: float) -> dict | None:
+    """The same pipeline call with torch.compile(model): the first call (compiling, cold cache) timed apart."""
+    if name not in COMPILED or side != ctx.px(512) or (ctx.quick and not ctx.args.compile):
+        return None
+    compiled = torch.compile(ctx.model(name))
+    t0 = time.perf_counter()
+    run(compiled)
+    compile_s = time.perf_counter() - t0
+    m = measure(lambda: run(compiled), ctx, warmup=False, device=ctx.device)
+    return {**_row(task, f"{name} + torch.compile", f"{side}x{side}", m, mpx, "out Mpx/s" if task.startswith("SR")
+                   else "Mpx/s"), "warmup_s": compile_s, "cnn_over_classical": None, "over_eager": m["seconds"] / eager_s}
 
 
 def bench_speed(ctx: Context) -> None:
@@ -47,6 +62,9 @@ def bench_speed(ctx: Context) -> None:
             mpx = (side * s) ** 2 / 1e6
             m = measure(lambda: pipelines.upscale(model, img, device=dev), ctx, device=dev)
             rows.append(_row(f"SR x{s}", name, f"{side}x{side}", m, mpx, "out Mpx/s"))
+            if row := _compiled_row(ctx, f"SR x{s}", name, side, lambda mod: pipelines.upscale(mod, img, device=dev),
+                                    mpx, m["seconds"]):
+                rows.append(row)
             for method, fn in classical_sr.items():
                 rows.append(_row(f"SR x{s}", method, f"{side}x{side}", measure(lambda: fn(img, s), ctx), mpx,
                                  "out Mpx/s", m["seconds"]))
@@ -60,6 +78,9 @@ def bench_speed(ctx: Context) -> None:
             noisy = add_noise(img, SIGMA, 0)
             m = measure(lambda: pipelines.denoise(model, noisy, SIGMA, device=dev), ctx, device=dev)
             rows.append(_row("denoise", "denoise", f"{side}x{side}", m, mpx, "Mpx/s"))
+            if row := _compiled_row(ctx, "denoise", "denoise", side,
+                                    lambda mod: pipelines.denoise(mod, noisy, SIGMA, device=dev), mpx, m["seconds"]):
+                rows.append(row)
             rows.append(_row("denoise", "OpenCV NLM", f"{side}x{side}",
                              measure(lambda: baselines.nlm_denoise(noisy, SIGMA), ctx), mpx, "Mpx/s", m["seconds"]))
             if ctx.quick and side > ctx.px(512):
@@ -75,13 +96,20 @@ def bench_speed(ctx: Context) -> None:
             holed = Image.fromarray((np.asarray(img) * (1 - holes[..., None])).astype(np.uint8))
             m = measure(lambda: pipelines.inpaint(model, holed, mask, device=dev), ctx, device=dev)
             rows.append(_row("inpaint", "inpaint", f"{side}x{side}", m, mpx, "Mpx/s"))
+            if row := _compiled_row(ctx, "inpaint", "inpaint", side,
+                                    lambda mod: pipelines.inpaint(mod, holed, mask, device=dev), mpx, m["seconds"]):
+                rows.append(row)
             for method, fn in {"OpenCV Telea": baselines.telea, "OpenCV NS": baselines.navier_stokes}.items():
                 rows.append(_row("inpaint", method, f"{side}x{side}", measure(lambda: fn(holed, mask), ctx), mpx,
                                  "Mpx/s", m["seconds"]))
     ctx.results["sections"]["speed"] = {"rows": rows}
     mem = "CUDA max allocated" if cuda else "peak RSS minus RSS before (VmHWM reset per config)"
     ctx.table("speed", f"Speed and memory, {dev.type}, {torch.get_num_threads()} threads: median of n calls after a "
-              f"warm-up (BM3D: one call); memory = {mem}; last column = CNN time / classical time (< 1: CNN faster)",
-              ["task", "method", "input", "time (s)", "n", "throughput", "unit", "peak MiB", "CNN/classical"],
-              [[r["task"], r["method"], r["input"], r["seconds"], r["repeats"], r["throughput"], r["unit"],
-                r["peak_mib"], "" if r["cnn_over_classical"] is None else r["cnn_over_classical"]] for r in rows])
+              f"warm-up (BM3D: one call); memory = {mem}; first call = the warm-up (for '+ torch.compile' rows: "
+              f"compiling, cold cache); last column = CNN time / classical time (< 1: CNN faster), or compiled / eager",
+              ["task", "method", "input", "time (s)", "n", "first call (s)", "throughput", "unit", "peak MiB",
+               "CNN/classical"],
+              [[r["task"], r["method"], r["input"], r["seconds"], r["repeats"], r.get("warmup_s") or "",
+                r["throughput"], r["unit"], r["peak_mib"], r.get("over_eager") or ("" if r["cnn_over_classical"] is None
+                                                                                    else r["cnn_over_classical"])]
+               for r in rows])

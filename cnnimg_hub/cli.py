@@ -61,7 +61,12 @@ def _load(args: argparse.Namespace, command: str):
             raise CnnImgError(f"no --model given and the default {source} does not exist; pass --model with a model "
                               f"folder or a Hub repo id (user/name[@revision]); `python -m cnnimg_hub list` shows "
                               f"what is available")
-    return load_model(source, task=TASKS[command])
+    model = load_model(source, task=TASKS[command])
+    if getattr(args, "compile", False):
+        import torch
+
+        model = torch.compile(model)  # compiled on the first image of each size; the pipelines take it as is
+    return model
 
 
 def collect_inputs(paths: list[str]) -> list[tuple[Path, Path | None]]:
@@ -267,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", help="model folder or Hub repo id (user/name[@revision]); default: weights/"
                                        + DEFAULT_WEIGHTS[command])
         p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+        if command != "generate":
+            p.add_argument("--compile", action="store_true",
+                           help="torch.compile the model: seconds of compiling per image size, then up to 2x faster "
+                                "(inpainting on a CPU); for many images of one size")
 
     def restoration(p: argparse.ArgumentParser) -> None:
         p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")

@@ -24,6 +24,7 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
@@ -121,6 +122,15 @@ def test_generate_and_interpolate_handlers(store):
     assert app.generator_changed(store, "generate-fashion-mnist-gan", "")[1]["visible"] is False
     with pytest.raises(gr.Error, match="not a class"):
         app.generate_images(store, "generate-fashion-mnist-gan", "", "airplane", 0, 1)
+
+
+def test_compile_option_serves_compiled_models(weights, photo):
+    compiled = app.ModelStore(weights, "cpu", compile=True)
+    model = compiled.get(app.TASKS["sr"], "sr-x2")
+    assert isinstance(model, torch._dynamo.eval_frame.OptimizedModule) and model.config["scale"] == 2
+    (_, a), *_ = app.upscale_image(compiled, str(photo), 2, "sr-x2", "", False)
+    (_, b), *_ = app.upscale_image(app.ModelStore(weights, "cpu"), str(photo), 2, "sr-x2", "", False)
+    assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 1
 
 
 def test_upscale_handler_and_degrade_then_restore(store, photo):

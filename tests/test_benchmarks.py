@@ -15,6 +15,7 @@ import cnnimg_hub
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks import readme as bench_readme  # noqa: E402
 from benchmarks import run  # noqa: E402
 
 # folder name -> (registered model, small arguments); folder names as the shipped weights
@@ -89,6 +90,17 @@ def test_quick_run_prints_tables_and_writes_json(weights, data, tmp_path, capsys
     assert quality["denoise"][0]["bm3d_images"] == 0  # --quick: BM3D at sigma 25 only
     assert {"speed", "quality", "quality: BM3D", "quality: sr-x2 pil", "total"} <= set(results["seconds"])
     assert {"psnr", "telea_psnr", "ns_psnr"} <= set(quality["inpaint"])
+    # the README block is rendered from the same JSON: every table, between the markers, the rest untouched
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{bench_readme.START}\nold numbers\n{bench_readme.END}\nafter\n")
+    bench_readme.main(["--results", str(out), "--readme", str(readme)])
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n") and text.endswith(f"{bench_readme.END}\nafter\n")
+    assert "old numbers" not in text and "`--quick` run" in text and "#### Targets" in text
+    assert all(t["markdown"] in text for t in results["tables"])
+    readme.write_text("no markers")
+    with pytest.raises(SystemExit, match="needs exactly one"):
+        bench_readme.main(["--results", str(out), "--readme", str(readme)])
     # with --sizes-scale the speed targets are not judged (n/a), the quality ones are
     assert results["targets"]["sr_x4_512"]["status"] == "n/a"
     assert results["targets"]["denoise_vs_bm3d"]["status"] in ("PASS", "MISS")
