@@ -1,10 +1,11 @@
 """Section 2, roofline: FLOPs per output unit counted with forward hooks, the achieved GFLOP/s against this
-machine's float32 matmul rate, and the variants that may move it (channels_last, jit.trace + freeze, thread
-counts, fp16/bf16 on CUDA, torch.compile in a time-boxed subprocess)."""
+machine's float32 matmul rate, and the variants that may move it (channels_last, jit.trace + freeze, ONNX
+Runtime, thread counts, fp16/bf16 on CUDA, torch.compile in a time-boxed subprocess)."""
 from __future__ import annotations
 
 import argparse
 import copy
+import io
 import json
 import math
 import os
@@ -24,6 +25,11 @@ import torch
 from torch import nn
 
 import cnnimg_hub
+
+try:  # optional: the ONNX Runtime variant (requirements-dev.txt)
+    import onnxruntime as ort
+except ImportError:
+    ort = None
 from cnnimg_hub.degrade import random_mask
 
 from ._measure import CLASSIFY_BATCH, GENERATE_N, MODELS, ROOT, SIGMA, Context, measure
@@ -154,6 +160,18 @@ def run_compile(ctx: Context, names: list[str]) -> dict[str, dict]:
     return out
 
 
+def onnx_session(call: nn.Module, inputs: tuple, threads: int):
+    """(ONNX Runtime CPU session of `call` exported at these inputs' shapes, its input feeds)."""
+    buf = io.BytesIO()
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings, as for jit.trace
+        torch.onnx.export(copy.deepcopy(call), inputs, buf, dynamo=False, opset_version=17)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+    return session, {i.name: t.cpu().numpy() for i, t in zip(session.get_inputs(), inputs)}
+
+
 def bench_roofline(ctx: Context) -> None:
     """FLOPs per output unit, achieved GFLOP/s against this machine's matmul rate, and variants that may move it."""
     dev, threads = ctx.device, torch.get_num_threads()
@@ -201,6 +219,13 @@ def bench_roofline(ctx: Context) -> None:
         except Exception as e:
             variants.append({"model": name, "variant": "jit.trace + freeze",
                              "error": f"{type(e).__name__}: {str(e)[:200]}"})
+        if ort is not None and dev.type == "cpu" and not ctx.quick:
+            try:
+                t0 = time.perf_counter()
+                session, feeds = onnx_session(call, inputs, threads)
+                run("ONNX Runtime", lambda: session.run(None, feeds), extra={"prepare_s": time.perf_counter() - t0})
+            except Exception as e:
+                variants.append({"model": name, "variant": "ONNX Runtime", "error": f"{type(e).__name__}: {str(e)[:200]}"})
         for t in sorted({1, cores} - {threads}):
             torch.set_num_threads(t)
             run(f"eager fp32, {t} thread{'s' * (t > 1)}", lambda: call(*inputs), t=t)
@@ -210,6 +235,8 @@ def bench_roofline(ctx: Context) -> None:
                 half = copy.deepcopy(call).to(dtype)
                 h_inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
                 run(label, lambda: half(*h_inputs))
+    if models and ort is None and dev.type == "cpu":
+        ctx.note("ONNX Runtime variant skipped: `pip install onnx onnxruntime` to measure it")
     if models and (ctx.quick and not ctx.args.compile):
         ctx.note("torch.compile is skipped in --quick (compiling takes minutes on 2 cores); pass --compile")
     elif models:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import cnnimg_hub
@@ -116,3 +117,18 @@ def test_empty_weights_and_bad_section(tmp_path, capsys):
     assert json.loads(out.read_text())["sections"]["speed"]["rows"] == []
     with pytest.raises(SystemExit):
         run.main(["--only", "speed,nope"])
+
+
+@pytest.mark.parametrize("folder", ["sr-x4", "denoise", "inpaint", "classify-fashion-mnist"])
+def test_onnx_runtime_variant_computes_what_eager_does(folder):
+    pytest.importorskip("onnxruntime")
+    from benchmarks import roofline
+
+    model_name, kwargs = TINY_MODELS[folder]
+    call = roofline._Call(cnnimg_hub.create_model(model_name, **kwargs)).eval()
+    inputs, _, _ = roofline.roofline_case(call.model, lambda n: 4, side=32)  # 4 images for the classifier
+    session, feeds = roofline.onnx_session(call, inputs, threads=1)
+    with torch.inference_mode():
+        want = call(*inputs).numpy()
+    got = session.run(None, feeds)[0]
+    assert got.shape == want.shape and np.abs(got - want).max() < 1e-4
