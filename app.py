@@ -100,6 +100,11 @@ def image_output(component: gr.Image | gr.ImageSlider) -> gr.Image | gr.ImageSli
     return component
 
 
+def result_image(label: str, **kwargs) -> gr.Image:
+    """A read-only output image, sent as a fast PNG (image_output)."""
+    return image_output(gr.Image(label=label, format="png", interactive=False, **kwargs))
+
+
 # -------------------------------------------------------------------------------------------------- models
 @functools.lru_cache(maxsize=MODEL_CACHE_SIZE)
 def load_cached(source: str, revision: str | None, task: str, device: str, compile: bool = False) -> torch.nn.Module:
@@ -597,8 +602,7 @@ def build_demo(weights_dir: Path, device: str | None = None, compile: bool = Fal
                         c_labels = gr.Label(elem_id="classify-labels", num_top_classes=5, label="Top 5")
                         c_prep_text = gr.Markdown(preprocessing_text(store.shipped[c_model.value])
                                                   if c_model.value else "")
-                        c_preview = gr.Image(label="Model input", height=128, width=128,
-                                             format="png", interactive=False, elem_classes="pixelated")
+                        c_preview = result_image("Model input", height=128, width=128, elem_classes="pixelated")
                         c_info = gr.Markdown()
             with gr.Tab("Generate", id="generate"):
                 g_default = store.shipped.get(store.names(TASKS["generate"])[0]) if store.names(
@@ -642,8 +646,7 @@ def build_demo(weights_dir: Path, device: str | None = None, compile: bool = Fal
                     with gr.Column():
                         s_slider = image_output(gr.ImageSlider(elem_id="sr-slider", label="Input (nearest) | CNN",
                                                                format="png", type="pil"))
-                        s_bicubic = image_output(gr.Image(elem_id="sr-bicubic", label="PIL bicubic", format="png",
-                                                          interactive=False))
+                        s_bicubic = result_image("PIL bicubic", elem_id="sr-bicubic")
                         s_download = gr.DownloadButton("Download the full-size PNG")
                         s_table = gr.Markdown(elem_id="sr-table", )
                         s_info = gr.Markdown()
@@ -666,12 +669,10 @@ def build_demo(weights_dir: Path, device: str | None = None, compile: bool = Fal
                         i_button = gr.Button("Inpaint", elem_id="inpaint-run", variant="primary")
                         example_block(i_editor)
                     with gr.Column():
-                        i_holed = image_output(gr.Image(label="Holes", format="png", interactive=False))
+                        i_holed = result_image("Holes")
                         with gr.Row():
-                            i_result = image_output(gr.Image(elem_id="inpaint-result", label="CNN", format="png",
-                                                             interactive=False))
-                            i_telea = image_output(gr.Image(elem_id="inpaint-telea", label="OpenCV Telea",
-                                                            format="png", interactive=False))
+                            i_result = result_image("CNN", elem_id="inpaint-result")
+                            i_telea = result_image("OpenCV Telea", elem_id="inpaint-telea")
                         i_table = gr.Markdown(elem_id="inpaint-table", )
                         i_info = gr.Markdown()
             with gr.Tab("Denoise", id="denoise"):
@@ -686,12 +687,11 @@ def build_demo(weights_dir: Path, device: str | None = None, compile: bool = Fal
                         d_button = gr.Button("Denoise", elem_id="denoise-run", variant="primary")
                         example_block(d_image)
                     with gr.Column():
-                        d_noisy = image_output(gr.Image(label="Input", format="png", interactive=False))
+                        d_noisy = result_image("Input")
                         with gr.Row():
-                            d_result = image_output(gr.Image(elem_id="denoise-result", label="CNN", format="png",
-                                                             interactive=False))
-                            d_bm3d = image_output(gr.Image(label="BM3D", format="png", interactive=False))
-                            d_nlm = image_output(gr.Image(label="Non-local means", format="png", interactive=False))
+                            d_result = result_image("CNN", elem_id="denoise-result")
+                            d_bm3d = result_image("BM3D")
+                            d_nlm = result_image("Non-local means")
                         d_table = gr.Markdown(elem_id="denoise-table", )
                         d_info = gr.Markdown()
 
