@@ -1,10 +1,10 @@
 """cnnimg-hub demo: classify, generate, super-resolve, inpaint and denoise with small CNNs, next to classical methods.
 
 Run ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--device auto] [--weights DIR] [--compile]``;
-a Hugging Face Space runs the same file (README front matter ``sdk: gradio``, ``app_file: app.py``). The tabs are built from
-the model folders in the weights directory (each folder's ``config.json`` says its task), and any tab can load
-a Hub repo instead (``user/name`` or ``user/name@revision``). Every event has an ``api_name``, so the app is
-also an API (``gradio_client``). Models load lazily, on first use.
+a Hugging Face Space runs the same file (README front matter ``sdk: gradio``, ``app_file: app.py``). The tabs
+are built from the model folders in the weights directory (each folder's ``config.json`` says its task), and
+any tab can load a Hub repo instead (``user/name`` or ``user/name@revision``). Every event has an ``api_name``,
+so the app is also an API (``gradio_client``). Models load lazily, on first use.
 """
 from __future__ import annotations
 

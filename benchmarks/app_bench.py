@@ -33,7 +33,8 @@ def bench_app(ctx: Context) -> None:
     photo = tmp / "input.png"
     ctx.image(side, side).save(photo)
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "CNNIMG_WEIGHTS": str(ctx.weights.resolve()),
+           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+           "CNNIMG_WEIGHTS": str(ctx.weights.resolve()),
            "CNNIMG_DEVICE": ctx.device.type, "GRADIO_TEMP_DIR": str(tmp / "gradio")}
     os.environ.update({k: env[k] for k in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "NO_PROXY",
                                            "no_proxy")})
@@ -41,7 +42,8 @@ def bench_app(ctx: Context) -> None:
     t0 = time.perf_counter()
     log = open(tmp / "app.log", "w")
     # weights and device come from the environment, so the module-level demo is the one served (built once)
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         http_s = None
@@ -103,5 +105,5 @@ def bench_app(ctx: Context) -> None:
               [[name, r["input"], http_s, first_s, r["direct_s"], r["png_encode_s"], r["png_api_s"],
                 f"{overhead:+.0%}", r["api_s"], f"{ui_overhead:+.0%}", f"{r['handler_overhead']:+.0%}"]])
     ctx.target("app_overhead", overhead, overhead < 0.2 if ctx.args.sizes_scale == 1 else None,
-               f"{overhead:+.0%} through /upscale_png, of which PNG encoding {encode['seconds'] / direct['seconds']:+.0%}"
-               f" ({ui_overhead:+.0%} through the UI's /upscale)")
+               f"{overhead:+.0%} through /upscale_png, of which PNG encoding "
+               f"{encode['seconds'] / direct['seconds']:+.0%} ({ui_overhead:+.0%} through the UI's /upscale)")

@@ -225,7 +225,8 @@ def bench_roofline(ctx: Context) -> None:
                 session, feeds = onnx_session(call, inputs, threads)
                 run("ONNX Runtime", lambda: session.run(None, feeds), extra={"prepare_s": time.perf_counter() - t0})
             except Exception as e:
-                variants.append({"model": name, "variant": "ONNX Runtime", "error": f"{type(e).__name__}: {str(e)[:200]}"})
+                variants.append({"model": name, "variant": "ONNX Runtime",
+                                 "error": f"{type(e).__name__}: {str(e)[:200]}"})
         for t in sorted({1, cores} - {threads}):
             torch.set_num_threads(t)
             run(f"eager fp32, {t} thread{'s' * (t > 1)}", lambda: call(*inputs), t=t)

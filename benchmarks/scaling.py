@@ -52,7 +52,8 @@ def bench_scaling(ctx: Context) -> None:
     ctx.table("scaling", f"Scaling: {name} x4 with tile='auto' (first call measured, more when fast); peak = "
               f"{'CUDA max allocated' if dev.type == 'cuda' else 'RSS high-water mark minus RSS before'}. Tiling "
               f"bounds the activations to one tile; what still grows is the output (the float32 accumulation buffer, "
-              f"rounded in place, and the uint8 image: about 20 bytes per output pixel). tile=None for comparison up to 1024x768",
+              f"rounded in place, and the uint8 image: about 20 bytes per output pixel). tile=None for comparison "
+              f"up to 1024x768",
               ["input", "output Mpx", "tiles", "time (s)", "s per out Mpx", "peak MiB", "MiB per out Mpx",
                "tile=None time (s)", "tile=None peak MiB"],
               [[r["input"], r["output_mpx"], r["tiles"], r["seconds"], r["s_per_out_mpx"], r["peak_mib"],

@@ -35,8 +35,9 @@ def _compiled_row(ctx: Context, task: str, name: str, side: int, run, mpx: float
     run(compiled)
     compile_s = time.perf_counter() - t0
     m = measure(lambda: run(compiled), ctx, warmup=False, device=ctx.device)
-    return {**_row(task, f"{name} + torch.compile", f"{side}x{side}", m, mpx, "out Mpx/s" if task.startswith("SR")
-                   else "Mpx/s"), "warmup_s": compile_s, "cnn_over_classical": None, "over_eager": m["seconds"] / eager_s}
+    unit = "out Mpx/s" if task.startswith("SR") else "Mpx/s"
+    return {**_row(task, f"{name} + torch.compile", f"{side}x{side}", m, mpx, unit), "warmup_s": compile_s,
+            "over_eager": m["seconds"] / eager_s}
 
 
 def bench_speed(ctx: Context) -> None:
@@ -110,6 +111,5 @@ def bench_speed(ctx: Context) -> None:
               ["task", "method", "input", "time (s)", "n", "first call (s)", "throughput", "unit", "peak MiB",
                "CNN/classical"],
               [[r["task"], r["method"], r["input"], r["seconds"], r["repeats"], r.get("warmup_s") or "",
-                r["throughput"], r["unit"], r["peak_mib"], r.get("over_eager") or ("" if r["cnn_over_classical"] is None
-                                                                                    else r["cnn_over_classical"])]
+                r["throughput"], r["unit"], r["peak_mib"], r.get("over_eager") or r["cnn_over_classical"] or ""]
                for r in rows])

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from tqdm import tqdm
 
 from . import pipelines
@@ -63,8 +64,6 @@ def _load(args: argparse.Namespace, command: str):
                               f"what is available")
     model = load_model(source, task=TASKS[command])
     if getattr(args, "compile", False):
-        import torch
-
         model = torch.compile(model)  # compiled on the first image of each size; the pipelines take it as is
     return model
 

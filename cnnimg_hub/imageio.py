@@ -258,7 +258,7 @@ def to_image(t: torch.Tensor, *, overwrite: bool = False) -> Image.Image:
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
 def encode_png(img: Image.Image, level: int = 1) -> bytes:
