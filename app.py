@@ -538,8 +538,11 @@ def denoise_image(store: ModelStore, image, sigma, auto, degrade_first, model_na
     progress(0.1, desc="Loading model")
     model = store.get(TASKS["denoise"], model_name, repo)
     progress(0.2, desc="Denoising (CNN)")
+    max_sigma = float(model.config.get("max_sigma") or 75)
+    if not auto and sigma > max_sigma:
+        raise gr.Error(f"This model removes noise up to sigma {max_sigma:g}; lower the noise level or tick Auto.")
     result, info = pipelines.denoise(model, noisy, None if auto else sigma, device=store.device)
-    used = pipelines.estimate_sigma(noisy) if auto else sigma
+    used = info.used["sigma"]  # what the CNN really used (estimated and clamped on auto): the baselines get the same
     baseline_sigma = max(used, 1.0)  # both baselines need a positive strength
     if min(noisy.size) < BM3D_MIN_SIDE:
         bm3d, t_bm3d = None, None

@@ -99,6 +99,26 @@ def _eval_result(r: EvalResult | dict, task: str) -> EvalResult:
     return EvalResult(**r)
 
 
+def _lineage_lines(lineage: list[dict]) -> list[str]:
+    """Markdown: every run that made these weights, and the learning curve over the whole chain (the quick
+    validation metric each run logged, against the images seen and wall-hours counted from the first run)."""
+    lines = ["## Lineage", "", "| run | started from | steps | images seen | wall-hours |", "|---|---|---|---|---|"]
+    lines += [f"| {r.get('run')} | {r.get('init_from') or 'scratch'} | {r.get('steps', 0):,} | "
+              f"{r.get('images_seen', 0):,} | {r.get('wall_hours', 0):.2f} |" for r in lineage]
+    points, images, hours = [], 0, 0.0
+    for r in lineage:
+        for p in r.get("curve") or []:
+            points.append((r.get("run"), images + p["images_seen"], hours + p["hours"], p["metric"], p["value"]))
+        images, hours = images + r.get("images_seen", 0), hours + r.get("wall_hours", 0.0)
+    lines += ["", f"Total: {len(lineage)} run(s), {images:,} images seen, {hours:.2f} wall-hours.", ""]
+    if points:
+        lines += ["Learning curve (quick validation check during training):", "",
+                  "| run | images seen (total) | wall-hours (total) | metric | value |", "|---|---|---|---|---|"]
+        lines += [f"| {run} | {n:,} | {h:.2f} | {m} | {v:.4g} |" for run, n, h, m, v in points]
+        lines += [""]
+    return lines
+
+
 def model_card(model: nn.Module, *, eval_results: list[EvalResult | dict] | None = None,
                datasets: list[str] | None = None, training_config: dict | None = None, repo_id: str | None = None,
                description: str | None = None, license: str = "mit", **_: Any) -> ModelCard:
@@ -128,6 +148,8 @@ def model_card(model: nn.Module, *, eval_results: list[EvalResult | dict] | None
     if datasets:
         lines += ["## Training data", "", ", ".join(datasets), ""]
     lines += ["## Config", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", ""]
+    if training_config and training_config.get("lineage"):
+        lines += _lineage_lines(training_config["lineage"])
     if training_config:
         lines += ["## Training", "", "```json", json.dumps(training_config, indent=2, sort_keys=True), "```", ""]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))

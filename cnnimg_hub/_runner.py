@@ -38,6 +38,8 @@ class RunInfo:
         tile_size: tile side in input pixels, None when not tiled.
         seconds: wall-clock time of the call.
         notes: anything the caller should know (estimated sigma, fallbacks, retries, conversions).
+        used: the task settings the model really ran with, e.g. {"sigma": 25.0} for denoising (after estimation
+            and clamping), so a caller shows and reuses exactly that value instead of recomputing it.
     """
 
     device: str
@@ -47,6 +49,7 @@ class RunInfo:
     tile_size: int | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    used: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         """e.g. "cpu · float32 · 4 tiles of 256 px · 0.42 s", followed by the notes."""

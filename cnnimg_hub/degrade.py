@@ -1,9 +1,12 @@
-"""Degradations shared by training, evaluation and the app's "degrade, then restore" mode: bicubic downscaling,
+"""Degradations shared by training, evaluation and the app's "degrade, then restore" mode: downscaling by several
+methods (PIL bicubic with antialiasing, OpenCV cubic/linear/area without it, Lanczos, blur then decimate, JPEG),
 additive Gaussian noise and free-form hole masks, each reproducible from a seed."""
 from __future__ import annotations
 
 import math
 import random
+
+import io
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -12,6 +15,43 @@ from PIL import Image, ImageDraw
 def bicubic_down(image: Image.Image, scale: int) -> Image.Image:
     """PIL bicubic downscale by an integer factor (size floored), the LR of our SR training and evaluation."""
     return image.resize((max(1, image.width // scale), max(1, image.height // scale)), Image.BICUBIC)
+
+
+# How a low-resolution image can have been made. Real uploads are rarely PIL-bicubic: an SR model trained on one
+# method only is worse than plain bicubic on the others.
+DOWNSAMPLERS = ("pil-bicubic", "cv2-cubic", "cv2-linear", "cv2-area", "pil-lanczos", "gaussian-decimate")
+
+
+def downsample(image: np.ndarray, scale: int, method: str = "pil-bicubic", blur: float = 0.0) -> np.ndarray:
+    """HWC uint8 -> HWC uint8 of size (h // scale, w // scale) by `method` (one of DOWNSAMPLERS).
+
+    "pil-*" antialias (PIL widens the kernel by the scale); "cv2-cubic" and "cv2-linear" do not (OpenCV's
+    INTER_CUBIC / INTER_LINEAR sample the source, so the result aliases); "cv2-area" averages blocks;
+    "gaussian-decimate" blurs with std `blur` (0 = 0.4 * scale) then samples at the LR pixel centres (bilinear).
+    """
+    import cv2
+
+    h, w = image.shape[0] // scale, image.shape[1] // scale
+    if method in ("pil-bicubic", "pil-lanczos"):
+        kind = Image.BICUBIC if method == "pil-bicubic" else Image.LANCZOS
+        return np.asarray(Image.fromarray(image).resize((w, h), kind))
+    if method in ("cv2-cubic", "cv2-linear", "cv2-area"):
+        flag = {"cv2-cubic": cv2.INTER_CUBIC, "cv2-linear": cv2.INTER_LINEAR, "cv2-area": cv2.INTER_AREA}[method]
+        out = cv2.resize(image, (w, h), interpolation=flag)
+        return out if out.ndim == image.ndim else out[..., None]
+    if method == "gaussian-decimate":
+        sigma = blur or 0.4 * scale
+        blurred = cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        out = cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR)  # centres: same alignment as the others
+        return out if out.ndim == image.ndim else out[..., None]
+    raise ValueError(f"unknown downsampler {method!r}; one of {', '.join(DOWNSAMPLERS)}")
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """Round trip through PIL's JPEG encoder at `quality` (HWC uint8 RGB)."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=int(quality))
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
 def add_noise(clean: Image.Image, sigma: float, seed: int) -> Image.Image:

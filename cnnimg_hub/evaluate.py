@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import baselines
+from . import baselines, degrade
 from .degrade import add_noise, random_mask
 from .imageio import to_image, to_tensor
 from .metrics import psnr, ssim
@@ -40,6 +40,11 @@ def _padded_call(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mu
     return fn(padded)[..., :h, :w]
 
 
+def _multiple(model) -> int:
+    """The size multiple the model needs (its config's multiple_of)."""
+    return int(model.inference_config().get("multiple_of", 1)) if hasattr(model, "inference_config") else 1
+
+
 def _mean(rows: list[dict]) -> dict:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
 
@@ -50,8 +55,11 @@ def eval_sr(model, data: Path, sets=("Set5", "Set14", "BSD100"), lr_source: str 
             max_images: int | None = None) -> dict[str, dict]:
     """{set: {psnr, ssim, bicubic_psnr, bicubic_ssim, images}} for `model.scale`.
 
-    lr_source "pil": LR = PIL bicubic of the mod-cropped HR; "matlab": LR from data/sr-lr-matlab/<set>/x<scale>.
+    lr_source "pil": LR = PIL bicubic of the mod-cropped HR; "matlab": LR from data/sr-lr-matlab/<set>/x<scale>;
+    any name in `degrade.DOWNSAMPLERS` ("cv2-cubic", "cv2-area", ...): LR made by that method.
     """
+    if lr_source not in ("pil", "matlab", *degrade.DOWNSAMPLERS):
+        raise ValueError(f"lr_source must be pil, matlab or one of {degrade.DOWNSAMPLERS}, got {lr_source!r}")
     s = model.scale
     device = next(model.parameters()).device
     out = {}
@@ -68,8 +76,10 @@ def eval_sr(model, data: Path, sets=("Set5", "Set14", "BSD100"), lr_source: str 
                 lr = Image.open(lr_file).convert("RGB")
                 if (lr.width * s, lr.height * s) != hr.size:
                     raise ValueError(f"{lr_file} ({lr.size}) is not {f.name} ({hr.size}) downscaled by {s}")
-            else:
+            elif lr_source == "pil":
                 lr = hr.resize((hr.width // s, hr.height // s), Image.BICUBIC)
+            else:
+                lr = Image.fromarray(degrade.downsample(np.asarray(hr), s, lr_source))
             sr = to_image(model(to_tensor(lr).to(device)))
             bic = lr.resize(hr.size, Image.BICUBIC)
             rows.append({"psnr": psnr(sr, hr, border=s, y_channel=True), "ssim": ssim(sr, hr, border=s, y_channel=True),
@@ -93,7 +103,7 @@ def eval_denoise(model, data: Path, sigmas=(15, 25, 50), set_name: str = "CBSD68
             clean = Image.open(f).convert("RGB")
             noisy = add_noise(clean, sigma, seed + i)
             t0 = time.perf_counter()
-            den = to_image(_padded_call(lambda x: model(x, float(sigma)), to_tensor(noisy).to(device), 2))
+            den = to_image(_padded_call(lambda x: model(x, float(sigma)), to_tensor(noisy).to(device), _multiple(model)))
             row = {"psnr": psnr(den, clean), "ssim": ssim(den, clean), "seconds": time.perf_counter() - t0}
             for b in baseline_names:
                 t0 = time.perf_counter()

@@ -212,7 +212,7 @@ def denoise(model: nn.Module, image: Any, sigma: float | None = None, *, device:
     """Remove additive white Gaussian noise of std `sigma` (0-255 scale) from `image`.
 
     Args:
-        model: a "denoising" model (FFDNet).
+        model: a "denoising" model (UNetDenoiser, FFDNet).
         image: PIL image, path, bytes, file object or numpy array (see `open_image`).
         sigma: the noise level, 0 to the model's max_sigma; None estimates it with `estimate_sigma` (the estimate
             is in info.notes; an estimate above max_sigma is lowered to it, with a note). Default None.
@@ -242,6 +242,7 @@ def denoise(model: nn.Module, image: Any, sigma: float | None = None, *, device:
     with _on(model, dev):
         out, info = _restore(lambda t: model(t, sigma), x, scale=1, config=config, device=dev, tile=tile,
                              precision=precision, notes=notes, run=_run)
+    info.used["sigma"] = float(sigma)
     return merge_alpha(back(out), alpha), info
 
 

@@ -58,3 +58,91 @@ def hf_cache(tmp_path):
     path = tmp_path / "hf_cache"
     path.mkdir()
     return path
+
+
+# ----------------------------------------------------------------------------------------------- fake data
+# A tiny data root shaped like ../shared/datasets, built here for the training and engine tests (never the real one).
+import gzip  # noqa: E402
+import io  # noqa: E402
+import struct  # noqa: E402
+import tarfile  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _picture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Gradients, a sine texture, flat rectangles and a disc: edges and smooth parts like a photo's."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([xx / w, yy / h, 0.5 + 0.5 * np.sin(xx / 5 + yy / 9)], -1) * 255
+    for _ in range(4):
+        y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
+        img[y:y + rng.integers(4, h // 2), x:x + rng.integers(4, w // 2)] = rng.integers(0, 256, 3)
+    cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(4, min(h, w) // 3)
+    img[(yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2] = rng.integers(0, 256, 3)
+    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+
+
+def _write_idx(path: Path, array: np.ndarray, magic: int) -> None:
+    """idx format: big-endian magic (2051 images, 2049 labels) and dimensions, then the uint8 data; gzipped."""
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _write_fashion_mnist(root: Path, rng: np.random.Generator, n_train: int = 256, n_test: int = 64) -> None:
+    """Label y is a bright bar at rows 2y..2y+4 on a dark noisy background: learnable in a few steps."""
+    root.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.permutation(np.arange(n) % 10)
+        images = rng.integers(0, 40, (n, 28, 28))
+        for img, y in zip(images, labels):
+            img[2 + 2 * y:6 + 2 * y, 4:24] = 220
+        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images, 2051)
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels, 2049)
+
+
+def _write_cifar10(path: Path, rng: np.random.Generator, per_class: dict[str, int]) -> None:
+    """CIFAR10_jpg/<split>/<class>/<n>.jpg, the layout of the project's JPEG copy of CIFAR-10."""
+    with tarfile.open(path, "w:gz") as tar:
+        for split, n in per_class.items():
+            for cls in CIFAR_CLASSES:
+                for i in range(n):
+                    buf = io.BytesIO()
+                    Image.fromarray(_picture(rng, 32, 32)).save(buf, "JPEG", quality=90)
+                    info = tarfile.TarInfo(f"CIFAR10_jpg/{split}/{cls}/{i}.jpg")
+                    info.size = buf.tell()
+                    buf.seek(0)
+                    tar.addfile(info, buf)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """train/{T91,BSD200}, val/{Set5,Set14,BSD100,CBSD68}, sr-lr-matlab/, fashion-mnist/, cifar10-jpg.tar.gz."""
+    root = tmp_path_factory.mktemp("datasets")
+    rng = np.random.default_rng(0)
+    sets = {"train/T91": [(96, 96)] * 3, "train/BSD200": [(96, 96)] * 3,
+            # sides that are not multiples of 2, 3 or 4, so the evaluation's mod-crop is exercised
+            "val/Set5": [(38, 50), (45, 61)], "val/Set14": [(41, 53), (57, 46)],
+            "val/BSD100": [(259, 262), (262, 259)],  # the inpainting evaluation takes 256x256 center crops
+            "val/CBSD68": [(40, 51), (47, 38)]}
+    for folder, sizes in sets.items():
+        (root / folder).mkdir(parents=True)
+        for i, (h, w) in enumerate(sizes):
+            suffix = ".jpg" if "BSD200" in folder else ".png"
+            Image.fromarray(_picture(rng, h, w)).save(root / folder / f"im{i}{suffix}", quality=95)
+    for name in ("Set5", "Set14"):  # SelfExSR naming, in the HR files' sorted order
+        for s in (2, 3, 4):
+            lr_dir = root / "sr-lr-matlab" / name / f"x{s}"
+            lr_dir.mkdir(parents=True)
+            for i, f in enumerate(sorted((root / "val" / name).iterdir()), 1):
+                hr = Image.open(f)
+                hr = hr.crop((0, 0, hr.width - hr.width % s, hr.height - hr.height % s))
+                hr.resize((hr.width // s, hr.height // s), Image.BICUBIC).save(lr_dir / f"img_{i:03d}_SRF_{s}_LR.png")
+    _write_fashion_mnist(root / "fashion-mnist", rng)
+    _write_cifar10(root / "cifar10-jpg.tar.gz", rng, {"train": 4, "test": 2})
+    return root
+
+

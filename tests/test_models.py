@@ -18,7 +18,8 @@ TINY = {
     "generator-vae": dict(base_channels=8), "sr-espcn": dict(n_feats=8, n_layers=1),
     "sr-edsr-baseline": dict(n_feats=8, n_resblocks=1), "sr-edsr-small": dict(n_feats=8, n_resblocks=1),
     "inpaint-gated-unet": dict(base_channels=8, depth=2), "denoise-ffdnet": dict(n_feats=8, n_layers=3),
-    "denoise-ffdnet-small": dict(n_feats=8, n_layers=3),
+    "denoise-ffdnet-small": dict(n_feats=8, n_layers=3), "denoise-unet": dict(channels=[8, 8, 8], n_blocks=1),
+    "inpaint-unet": dict(channels=[8, 8, 8], n_blocks=1),
 }
 
 

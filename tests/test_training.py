@@ -37,83 +37,9 @@ import train_inpaint  # noqa: E402
 import train_sr  # noqa: E402
 
 FOLDER_FILES = ["README.md", "config.json", "model.safetensors"]
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+from conftest import CIFAR_CLASSES  # noqa: E402  (the fake data root is built in conftest.py)
 # what every run shares: one thread (the machine is busy), a few steps, tiny evaluations
 FAST = ["--threads", "1", "--batch-size", "2", "--steps", "4", "--eval-every", "2", "--eval-max-images", "2"]
-
-
-# ----------------------------------------------------------------------------------------------- fake data
-def _picture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Gradients, a sine texture, flat rectangles and a disc: edges and smooth parts like a photo's."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.stack([xx / w, yy / h, 0.5 + 0.5 * np.sin(xx / 5 + yy / 9)], -1) * 255
-    for _ in range(4):
-        y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
-        img[y:y + rng.integers(4, h // 2), x:x + rng.integers(4, w // 2)] = rng.integers(0, 256, 3)
-    cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(4, min(h, w) // 3)
-    img[(yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2] = rng.integers(0, 256, 3)
-    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
-
-
-def _write_idx(path: Path, array: np.ndarray, magic: int) -> None:
-    """idx format: big-endian magic (2051 images, 2049 labels) and dimensions, then the uint8 data; gzipped."""
-    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def _write_fashion_mnist(root: Path, rng: np.random.Generator, n_train: int = 256, n_test: int = 64) -> None:
-    """Label y is a bright bar at rows 2y..2y+4 on a dark noisy background: learnable in a few steps."""
-    root.mkdir(parents=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.permutation(np.arange(n) % 10)
-        images = rng.integers(0, 40, (n, 28, 28))
-        for img, y in zip(images, labels):
-            img[2 + 2 * y:6 + 2 * y, 4:24] = 220
-        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images, 2051)
-        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels, 2049)
-
-
-def _write_cifar10(path: Path, rng: np.random.Generator, per_class: dict[str, int]) -> None:
-    """CIFAR10_jpg/<split>/<class>/<n>.jpg, the layout of the project's JPEG copy of CIFAR-10."""
-    with tarfile.open(path, "w:gz") as tar:
-        for split, n in per_class.items():
-            for cls in CIFAR_CLASSES:
-                for i in range(n):
-                    buf = io.BytesIO()
-                    Image.fromarray(_picture(rng, 32, 32)).save(buf, "JPEG", quality=90)
-                    info = tarfile.TarInfo(f"CIFAR10_jpg/{split}/{cls}/{i}.jpg")
-                    info.size = buf.tell()
-                    buf.seek(0)
-                    tar.addfile(info, buf)
-
-
-@pytest.fixture(scope="session")
-def data_root(tmp_path_factory) -> Path:
-    """train/{T91,BSD200}, val/{Set5,Set14,BSD100,CBSD68}, sr-lr-matlab/, fashion-mnist/, cifar10-jpg.tar.gz."""
-    root = tmp_path_factory.mktemp("datasets")
-    rng = np.random.default_rng(0)
-    sets = {"train/T91": [(96, 96)] * 3, "train/BSD200": [(96, 96)] * 3,
-            # sides that are not multiples of 2, 3 or 4, so the evaluation's mod-crop is exercised
-            "val/Set5": [(38, 50), (45, 61)], "val/Set14": [(41, 53), (57, 46)],
-            "val/BSD100": [(259, 262), (262, 259)],  # the inpainting evaluation takes 256x256 center crops
-            "val/CBSD68": [(40, 51), (47, 38)]}
-    for folder, sizes in sets.items():
-        (root / folder).mkdir(parents=True)
-        for i, (h, w) in enumerate(sizes):
-            suffix = ".jpg" if "BSD200" in folder else ".png"
-            Image.fromarray(_picture(rng, h, w)).save(root / folder / f"im{i}{suffix}", quality=95)
-    for name in ("Set5", "Set14"):  # SelfExSR naming, in the HR files' sorted order
-        for s in (2, 3, 4):
-            lr_dir = root / "sr-lr-matlab" / name / f"x{s}"
-            lr_dir.mkdir(parents=True)
-            for i, f in enumerate(sorted((root / "val" / name).iterdir()), 1):
-                hr = Image.open(f)
-                hr = hr.crop((0, 0, hr.width - hr.width % s, hr.height - hr.height % s))
-                hr.resize((hr.width // s, hr.height // s), Image.BICUBIC).save(lr_dir / f"img_{i:03d}_SRF_{s}_LR.png")
-    _write_fashion_mnist(root / "fashion-mnist", rng)
-    _write_cifar10(root / "cifar10-jpg.tar.gz", rng, {"train": 4, "test": 2})
-    return root
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -137,7 +63,8 @@ def _check_run(out: Path, run: Path, task: str):
     assert training_config["out"] == str(out) and "push_to_hub" not in training_config
     assert (run / "checkpoint.pt").is_file()
     card = (out / "README.md").read_text()
-    assert '"out": ' + json.dumps(str(out)) in card  # the training config is in the card too
+    assert '"out": ' + json.dumps(out.name) in card  # the training config is in the card too, without machine paths
+    assert str(out.parent) not in card
     return model, json.loads((run / "metrics.json").read_text()), _read_log(run), card
 
 
@@ -162,7 +89,8 @@ def test_train_sr(data_root, tmp_path):
     model, metrics, log, card = _check_run(out, run, "super-resolution")
     assert model.scale == 3 and model.config["model_name"] == "sr-espcn"
     assert [r["step"] for r in log if "set5_psnr" in r] == [2, 4]  # the periodic Set5 check ran
-    sets = ["Set5", "Set14", "BSD100", "Set5 (MATLAB LR)", "Set14 (MATLAB LR)"]
+    sets = ["Set5", "Set14", "BSD100", "Set5 (MATLAB LR)", "Set14 (MATLAB LR)"] + [
+        f"{s} ({m} LR)" for m in ("cv2-cubic", "cv2-area", "cv2-linear") for s in ("Set14", "BSD100")]
     assert [r["eval"] for r in log if "eval" in r] == sets
     assert all(metrics[s]["images"] == 2 for s in sets)
     # the fake MATLAB LR files are PIL bicubic of the mod-cropped HR, so both LR sources must agree exactly
@@ -186,10 +114,10 @@ def test_train_denoise(data_root, tmp_path):
 
 def test_train_inpaint(data_root, tmp_path):
     out, run = tmp_path / "inpaint", tmp_path / "run"
-    _train(train_inpaint, *FAST, "--data", data_root, "--train-sets", "T91", "BSD200", "--base-channels", 8,
-           "--patch", 32, "--out", out, "--run-dir", run)
+    _train(train_inpaint, *FAST, "--data", data_root, "--train-sets", "T91", "BSD200", "--channels", 8, 8, 8,
+           "--n-blocks", 1, "--patch", 32, "--mask-canvas", 48, "--out", out, "--run-dir", run)
     model, metrics, log, card = _check_run(out, run, "inpainting")
-    assert model.config["base_channels"] == 8
+    assert model.config["channels"] == [8, 8, 8] and model.config["model_name"] == "inpaint-unet"
     assert [r["step"] for r in log if "bsd100_10_psnr" in r] == [2, 4]
     r = metrics["BSD100"]
     assert r["images"] == 2 and 0.05 < r["hole_fraction"] < 0.5
@@ -286,7 +214,7 @@ def test_sr_resumes_after_kill(data_root, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = _read_log(run)
     assert [r["step"] for r in log if r.get("event") == "resume"] == [killed_at]
-    assert [r["event"] for r in log if "event" in r] == ["start", "resume", "start"]
+    assert [r["event"] for r in log if "event" in r] == ["setup", "start", "setup", "resume", "start"]
     assert [r["step"] for r in log if "loss" in r] == [100, 200, 300]
     assert all(0 < r["loss"] < 1 for r in log if "loss" in r)  # mean L1 of images in [0, 1]
     assert _final_step(run) == steps

@@ -91,26 +91,165 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 / AMX on x86, as oneDNN reports it)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_mixed_precision(requested: str, *, cuda: bool | None = None, cuda_bf16: bool | None = None,
+                            cpu_bf16: bool | None = None) -> str:
+    """`auto` -> "bf16" on GPUs that support it and on CPUs with native bf16, "fp16" on older GPUs, "no"
+    (fp32) otherwise; explicit "no"/"bf16"/"fp16" are checked against the hardware. The keyword arguments
+    override the hardware checks (for tests)."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if requested not in ("auto", "no", "bf16", "fp16"):
+        raise SystemExit(f"--mixed-precision must be auto, no, bf16 or fp16, not {requested!r}")
+    if cuda:
+        bf16 = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
+        return ("bf16" if bf16 else "fp16") if requested == "auto" else requested
+    bf16 = cpu_has_bf16() if cpu_bf16 is None else cpu_bf16
+    if requested == "fp16":
+        raise SystemExit("--mixed-precision fp16 needs a GPU; on a CPU use bf16 or no")
+    if requested == "auto":
+        return "bf16" if bf16 else "no"
+    return requested  # "bf16" on a CPU without native bf16 runs, emulated and slow, because it was asked for
+
+
 def setup(cfg):
-    """Seed, CPU threads, an Accelerator (mixed precision on GPU only), the run folder and its log:
-    returns (accelerator, run_dir, log)."""
+    """Seed, CPU threads, an Accelerator (mixed precision resolved by `resolve_mixed_precision`), the run folder and
+    its log: returns (accelerator, run_dir, log). Model init uses `cfg.seed` on every rank (DDP broadcasts rank 0's
+    weights anyway); afterwards each rank's torch/numpy/random streams are seeded with seed + rank."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    acc = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
+    # a second run in one process (tests, notebooks) may use another precision; the process group is kept
+    AcceleratorState._reset_state(reset_partial_state=False)
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     run_dir = Path(cfg.run_dir or Path("runs") / Path(cfg.out).name)
-    return acc, run_dir, RunLog(run_dir, enabled=acc.is_main_process)
+    log = RunLog(run_dir, enabled=acc.is_main_process)
+    log(event="setup", mixed_precision=acc.mixed_precision, processes=acc.num_processes, device=str(acc.device))
+    return acc, run_dir, log
+
+
+def sync_buffers(acc, model: torch.nn.Module) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over the processes, so every rank ends with the
+    same complete model (DDP keeps parameters in step, but each rank updates its buffers on its own batches)."""
+    if acc.num_processes > 1:
+        for buf in acc.unwrap_model(model).buffers():
+            if buf.is_floating_point():
+                buf.copy_(acc.reduce(buf.detach().clone(), reduction="mean"))
+
+
+def rank_seed(acc, seed: int) -> None:
+    """Different noise/mask streams on each rank (call after the model is built)."""
+    seed_everything(seed + 1000 * acc.process_index)
+
+
+class BatchTrace:
+    """With `n` > 0, each rank writes a hash of its first `n` batches and, at the end, of its weights to
+    <run_dir>/trace-rank<r>.txt: how the tests (and a user) check that ranks see different data and end identical."""
+
+    def __init__(self, acc, run_dir: Path, n: int):
+        self.n, self.path = n, Path(run_dir) / f"trace-rank{acc.process_index}.txt"
+        if n:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")
+
+    def batch(self, step: int, *tensors: torch.Tensor) -> None:
+        if step < self.n:
+            self._write(f"batch {step} " + _digest(*tensors))
+
+    def weights(self, model: torch.nn.Module) -> None:
+        if self.n:
+            self._write("weights " + _digest(*model.state_dict().values()))
+
+    def _write(self, line: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def read_lineage(folder: Path) -> list[dict]:
+    """The runs that made the model in `folder`: the "lineage" list of the training config in its card."""
+    card = Path(folder) / "README.md"
+    if not card.exists():
+        return []
+    text = card.read_text()
+    start = text.find("## Training\n")
+    start = text.find("```json", start) if start >= 0 else -1
+    if start < 0:
+        return []
+    end = text.find("```", start + 7)
+    try:
+        config = json.loads(text[start + 7:end])
+    except json.JSONDecodeError:
+        return []
+    return list(config.get("lineage") or [])
+
+
+def init_from(model: torch.nn.Module, source: str, log: RunLog) -> list[dict]:
+    """Copy the weights of a saved model (local folder or Hub repo id) into `model`, strictly: same registered
+    architecture and the same config, else SystemExit with what differs. Returns the source's lineage."""
+    from cnnimg_hub import load_model
+    from cnnimg_hub._hub import resolve_folder
+    from cnnimg_hub._registry import init_parameters
+
+    try:
+        folder = resolve_folder(source)
+        src = load_model(folder)
+    except Exception as e:  # noqa: BLE001  (any load failure is a user error here)
+        raise SystemExit(f"--init-from {source}: {e}") from None
+    ours, theirs = type(model).__name__, type(src).__name__
+    if ours != theirs:
+        raise SystemExit(f"--init-from {source}: it is a {theirs}, this run trains a {ours}; pick the matching "
+                         f"--model or leave --init-from out")
+    diff = {k: (getattr(src, "_hub_mixin_config", {}).get(k), getattr(model, "_hub_mixin_config", {}).get(k))
+            for k in init_parameters(type(model))}
+    diff = {k: v for k, v in diff.items() if json.dumps(v[0]) != json.dumps(v[1])}
+    if diff:
+        raise SystemExit(f"--init-from {source}: its architecture differs from this run's "
+                         + ", ".join(f"{k}={a} (run: {b})" for k, (a, b) in diff.items())
+                         + "; pass the same model arguments")
+    model.load_state_dict(src.state_dict(), strict=True)
+    lineage = read_lineage(folder)
+    log(event="init_from", source=str(source), previous_runs=len(lineage))
+    return lineage
+
+
+def lineage_entry(name: str, init: str, steps: int, batch: int, processes: int, seconds: float, **extra) -> dict:
+    return {"run": name, "init_from": init or None, "steps": steps, "images_seen": steps * batch * processes,
+            "wall_hours": round(seconds / 3600, 3), **extra}
+
+
+def lineage_totals(lineage: list[dict]) -> dict:
+    return {"runs": len(lineage), "steps": sum(r.get("steps", 0) for r in lineage),
+            "images_seen": sum(r.get("images_seen", 0) for r in lineage),
+            "wall_hours": round(sum(r.get("wall_hours", 0.0) for r in lineage), 3)}
 
 
 class StepLoop:
     """Bookkeeping of a step-based loop: backward + optimizer + schedule step, tqdm bar, the mean loss logged every
-    `log_every` steps, a resumable checkpoint every `ckpt_every` steps and at the end."""
+    `log_every` steps, a resumable checkpoint every `ckpt_every` steps and at the end. With `clip_grad`, the
+    gradients' total norm is clipped to it (deep un-normalised residual nets spike without it)."""
 
     def __init__(self, acc, model, opt, sched, *, steps: int, start: int, log: RunLog, ckpt: Path,
-                 ckpt_every: int, desc: str, log_every: int = 100):
+                 ckpt_every: int, desc: str, log_every: int = 100, clip_grad: float = 0.0):
         self.acc, self.model, self.opt, self.sched, self.log, self.ckpt = acc, model, opt, sched, log, ckpt
+        self.clip_grad = clip_grad
         self.steps, self.step, self.ckpt_every, self.log_every = steps, start, ckpt_every, log_every
         self.bar = tqdm(total=steps, initial=start, desc=desc, disable=not acc.is_main_process)
         self.running, self.since = 0.0, 0  # loss sum and steps since the last log line (a resume may start between)
@@ -121,6 +260,8 @@ class StepLoop:
 
     def update(self, loss: torch.Tensor) -> int:
         self.acc.backward(loss)
+        if self.clip_grad:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.clip_grad)
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
@@ -162,15 +303,23 @@ def resume(ckpt: Path, log: RunLog, seed: int, **objects: Any) -> int:
 
 
 def finish(model, out_dir: Path, run_dir: Path, cfg, *, eval_results: list[dict], datasets: list[str],
-           metrics: dict, push_to_hub: str = "", description: str | None = None) -> None:
+           metrics: dict, push_to_hub: str = "", description: str | None = None,
+           lineage: list[dict] | None = None) -> None:
     """Write the Hub-ready folder (config.json, model.safetensors, README.md card with the results), the run's
-    training_config.json and metrics.json beside the checkpoint, and optionally push the folder."""
+    training_config.json and metrics.json beside the checkpoint, and optionally push the folder. `lineage` (every
+    run in the chain, see `lineage_entry`) goes into the training config with its totals. Absolute paths are
+    written as their last component (a card never shows a machine's folders)."""
     from cnnimg_hub import push_to_hub as push
     from cnnimg_hub import save_model
 
     training_config = dataclasses.asdict(cfg)
     training_config.pop("push_to_hub", None)
-    save_model(model, out_dir, eval_results=eval_results, datasets=datasets, training_config=training_config,
+    if lineage:
+        training_config["lineage"] = lineage
+        training_config["lineage_totals"] = lineage_totals(lineage)
+    card_config = {k: (Path(v).name if isinstance(v, str) and os.path.isabs(v) else v)
+                   for k, v in training_config.items()}
+    save_model(model, out_dir, eval_results=eval_results, datasets=datasets, training_config=card_config,
                repo_id=push_to_hub or None, description=description)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "training_config.json").write_text(json.dumps(training_config, indent=2) + "\n")
@@ -202,10 +351,13 @@ class PatchDataset(torch.utils.data.Dataset):
     """Random `size` x `size` RGB crops with flips and 90-degree rotations, from images held in memory.
 
     `epoch_size` crops make one epoch. Images smaller than the crop are skipped. `scales` optionally
-    rescales each source image (data augmentation for SR/denoise), done once up front.
+    rescales each source image (data augmentation for SR/denoise), done once up front. Crop `i` is drawn from its own
+    random stream, seeded by (`seed`, i): the ranks of a distributed run (which get disjoint indices) and the workers
+    see different crops, and a run is reproducible. Set `seed` anew after a resume (e.g. seed + step).
     """
 
-    def __init__(self, files: list[Path], size: int, epoch_size: int, scales: tuple[float, ...] = (1.0,)):
+    def __init__(self, files: list[Path], size: int, epoch_size: int, scales: tuple[float, ...] = (1.0,),
+                 seed: int = 0):
         self.images = []
         for f in files:
             img = Image.open(f).convert("RGB")
@@ -215,18 +367,19 @@ class PatchDataset(torch.utils.data.Dataset):
                     self.images.append(np.asarray(im))
         if not self.images:
             raise SystemExit(f"no training image is at least {size} px")
-        self.size, self.epoch_size = size, epoch_size
+        self.size, self.epoch_size, self.seed = size, epoch_size, seed
 
     def __len__(self) -> int:
         return self.epoch_size
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        img = self.images[random.randrange(len(self.images))]
-        y, x = random.randrange(img.shape[0] - self.size + 1), random.randrange(img.shape[1] - self.size + 1)
+        rng = random.Random(self.seed * 1_000_003 + i)
+        img = self.images[rng.randrange(len(self.images))]
+        y, x = rng.randrange(img.shape[0] - self.size + 1), rng.randrange(img.shape[1] - self.size + 1)
         p = img[y:y + self.size, x:x + self.size]
-        if random.random() < 0.5:
+        if rng.random() < 0.5:
             p = p[:, ::-1]
-        p = np.rot90(p, random.randrange(4))
+        p = np.rot90(p, rng.randrange(4))
         return torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1).float() / 255.0
 
 

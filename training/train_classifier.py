@@ -42,11 +42,12 @@ class Config:
     label_smoothing: float = 0.2
     seed: int = 0
     threads: int = 0
-    mixed_precision: str = "bf16"
+    mixed_precision: str = "auto"  # auto (bf16 on GPUs and on CPUs with native bf16, else fp32), no, bf16, fp16
     # bookkeeping
     out: str = "weights/classify-cifar10"
     run_dir: str = ""
     resume: bool = False
+    trace_batches: int = 0  # write hashes of each rank's first N batches and final weights to the run folder
     limit: int = 0  # use only this many train/test images (smoke tests)
     push_to_hub: str = ""
 
@@ -83,9 +84,12 @@ def main(cfg: Config) -> None:
         xtr, ytr, xte, yte = xtr[:cfg.limit], ytr[:cfg.limit], xte[:cfg.limit], yte[:cfg.limit]
     overrides = {"widths": cfg.widths} if cfg.widths else {}
     model = create_model(variant, depth=cfg.depth, **overrides, **({"label_names": names} if names else {}))
+    common.rank_seed(acc, cfg.seed)  # each rank its own augmentation stream
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr), batch_size=cfg.batch_size,
                                          shuffle=True, drop_last=True)
+    loader = acc.prepare(loader)  # sharded first: an epoch is len(loader) steps on each of the processes
     steps = cfg.epochs * len(loader)
+    trace = common.BatchTrace(acc, run_dir, cfg.trace_batches)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                           weight_decay=cfg.weight_decay)
     ckpt = run_dir / "checkpoint.pt"
@@ -96,7 +100,7 @@ def main(cfg: Config) -> None:
         group.update(initial_lr=cfg.lr / 25, max_lr=cfg.lr, min_lr=cfg.lr / 25 / 1e4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.25,
                                                 anneal_strategy="linear", last_epoch=step - 1)
-    model, opt, loader = acc.prepare(model, opt, loader)
+    model, opt = acc.prepare(model, opt)
     n_params = sum(p.numel() for p in model.parameters())
     log(event="start", model=variant, params=n_params, train=len(xtr), test=len(xte), device=str(acc.device))
 
@@ -105,6 +109,7 @@ def main(cfg: Config) -> None:
         model.train()
         total = correct = 0
         for x, y in loader:
+            trace.batch(step, x, y)
             x = augment(x, cfg.translate, cfg.flip)
             with acc.autocast():
                 logits = model(x)
@@ -125,6 +130,8 @@ def main(cfg: Config) -> None:
                                    step=step)  # before the log line, as in common.StepLoop
             log(epoch=epoch + 1, step=step, train_acc=correct / max(1, total), test_top1=test["top1"])
     bar.close()
+    common.sync_buffers(acc, model)
+    trace.weights(acc.unwrap_model(model))
 
     if not acc.is_main_process:
         return

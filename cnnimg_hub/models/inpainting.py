@@ -1,6 +1,8 @@
-"""Image inpainting with a gated-convolution U-Net.
+"""Image inpainting: a residual U-Net that refines a push-pull fill (the shipped model), and a gated-convolution U-Net.
 
-Paper: Yu et al., "Free-Form Image Inpainting with Gated Convolution" (DeepFill v2, ICCV 2019); U-Net after
+UNetInpainter: the DRUNet trunk (Zhang et al., TPAMI 2021; see `_blocks.ResUNet`), five levels so the receptive field
+spans the largest holes, fed a smooth pyramid fill of the holes and the mask; it predicts a correction of that fill.
+GatedUNet paper: Yu et al., "Free-Form Image Inpainting with Gated Convolution" (DeepFill v2, ICCV 2019); U-Net after
 Ronneberger et al. (2015). Mask convention: 1 = hole (pixels to fill), 0 = known. The network sees the image with
 its holes zeroed and the mask; its output is composited so known pixels pass through unchanged.
 """
@@ -12,6 +14,7 @@ from torch import nn
 
 from .._registry import register_model
 from ._base import HubModel
+from ._blocks import ResUNet
 
 
 def push_pull_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -100,4 +103,43 @@ class GatedUNet(HubModel, tags=["inpainting", "gated-convolution", "unet"]):
         return known + pred * mask
 
 
+class UNetInpainter(HubModel, tags=["inpainting", "unet"]):
+    """Residual U-Net that corrects a push-pull fill of the holes; known pixels pass through unchanged.
+
+    Args:
+        in_channels: image channels. Default 3.
+        channels: feature channels per level, full resolution first; len(channels) - 1 stride-2 levels, inputs are
+            padded to a multiple of 2 ** that. Default [32, 64, 128, 256, 256].
+        n_blocks: residual blocks per level. Default 2.
+    """
+
+    task = "inpainting"
+
+    def __init__(self, in_channels: int = 3, channels: list[int] = (32, 64, 128, 256, 256), n_blocks: int = 2):
+        super().__init__()
+        self.in_channels, self.levels = in_channels, len(channels) - 1
+        self.head = nn.Conv2d(in_channels + 1, channels[0], 3, padding=1)
+        self.unet = ResUNet(channels, n_blocks)
+        self.tail = nn.Conv2d(channels[0], in_channels, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)  # start as the plain push-pull fill
+        nn.init.zeros_(self.tail.bias)
+
+    def inference_config(self) -> dict:
+        m = 2 ** self.levels
+        return {"input_range": [0, 1], "color_mode": "RGB" if self.in_channels == 3 else "L",
+                "mask_convention": "1 = hole (pixels to fill), 0 = known", "min_size": m, "multiple_of": m,
+                "tile_size": 512, "tile_overlap": 64}
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """image (N, C, H, W) in [0, 1], mask (N, 1, H, W) with 1 = hole; H, W multiples of 2**levels."""
+        m = 2 ** self.levels
+        if image.shape[-2] % m or image.shape[-1] % m:
+            raise ValueError(f"height and width must be multiples of {m}; pad the input first")
+        known = image * (1 - mask)
+        base = push_pull_fill(image, mask)
+        pred = base + self.tail(self.unet(self.head(torch.cat([base * 2 - 1, mask], dim=1))))
+        return known + pred.clamp(0, 1) * mask
+
+
+register_model("inpaint-unet", UNetInpainter)
 register_model("inpaint-gated-unet", GatedUNet)
