@@ -43,6 +43,14 @@ TARGETS = {  # name -> text; PASS/MISS is printed next to the measurement, never
     "denoise_vs_bm3d": "denoiser beats BM3D PSNR at sigma 25 on CBSD68 while >= 10x faster",
     "conv_matmul_fraction": "conv models >= 40% of the matmul rate",
     "app_overhead": "app overhead < 20% for 512x512 SR",
+    "denoise_cbsd68_31": "denoiser CBSD68 sigma 25 >= 31.0 dB over all 68 images",
+    "denoise_bm3d_margin": "denoiser >= BM3D + 0.3 dB at sigma 15, 25 and 50 on the BM3D images",
+    "denoise_mcmaster": "denoiser >= BM3D on McMaster sigma 25 (BM3D images)",
+    "inpaint_bsd100": "inpainter >= OpenCV Telea + 2.0 dB on BSD100 256 px crops",
+    "inpaint_second_set": "inpainter >= OpenCV Telea + 1.5 dB on McMaster 256 px crops",
+    "sr_any_downsampler": "default SR beats bicubic by >= 1.0 dB (x2) / 0.6 dB (x4) under every downsampler",
+    "sr_pil_kept": "default SR PIL-bicubic Set5 within 0.3 dB of 37.22 (x2) / 31.00 (x4)",
+    "sr_large_worth_it": "large SR x4 >= light + 0.5 dB on Set5, Set14, BSD100 (Set5 >= 31.6)",
 }
 
 

@@ -23,6 +23,50 @@ def _training_common():
     return common
 
 
+SR_DOWNSAMPLERS = ("pil-bicubic", "cv2-cubic", "cv2-area", "cv2-linear")  # the rows of the "any downsampler" table
+SR_PIL_TODAY = {2: 37.22, 4: 31.00}  # Set5 PIL-bicubic PSNR of the bicubic-only models (2026-11), kept within 0.3 dB
+
+
+def _sr_downsamplers(ctx: Context, pil_rows: list[dict], limit: int | None) -> None:
+    """SR under several ways of making the LR image (Set14, BSD100, x2 and x4 default models), the gain over
+    bicubic of the same LR, and the SR targets."""
+    rows, data = [], ctx.data
+    for name in ("sr-x2", "sr-x4"):
+        if (model := ctx.model(name)) is None:
+            continue
+        sets = [n for n in ("Set14", "BSD100") if (data / "val" / n).is_dir()]
+        for method in SR_DOWNSAMPLERS:
+            with ctx.timed(f"quality: {name} {method}"):
+                res = evaluate.eval_sr(model, data, sets=sets, lr_source=method, max_images=limit)
+            rows += [{"model": name, "scale": int(model.scale), "set": k, "downsampler": method, **r}
+                     for k, r in res.items()]
+    if not rows:
+        return
+    ctx.results["sections"].setdefault("quality", {})["sr_downsamplers"] = rows
+    ctx.table("quality", "Super-resolution under other downsamplers: LR made by PIL bicubic (antialiased), OpenCV "
+              "INTER_CUBIC and INTER_LINEAR (no antialiasing) and INTER_AREA; PSNR on Y; gain = CNN - bicubic "
+              "upscaling of the same LR", ["model", "scale", "set", "downsampler", "images", "CNN PSNR",
+                                           "bicubic PSNR", "gain"],
+              [[r["model"], f"x{r['scale']}", r["set"], r["downsampler"], r["images"], r["psnr"], r["bicubic_psnr"],
+                r["psnr"] - r["bicubic_psnr"]] for r in rows])
+    need = {2: 1.0, 4: 0.6}
+    worst = min(rows, key=lambda r: r["psnr"] - r["bicubic_psnr"] - need[r["scale"]])
+    ok = all(r["psnr"] - r["bicubic_psnr"] >= need[r["scale"]] for r in rows)
+    ctx.target("sr_any_downsampler", worst["psnr"] - worst["bicubic_psnr"], ok,
+               f"smallest margin: {worst['model']} {worst['set']} {worst['downsampler']} "
+               f"{worst['psnr'] - worst['bicubic_psnr']:+.2f} dB (need {need[worst['scale']]:+.1f})")
+    pil = {(r["model"], r["set"]): r["psnr"] for r in pil_rows if r["lr"] == "pil"}
+    kept = {s: pil[(f"sr-x{s}", "Set5")] for s in (2, 4) if (f"sr-x{s}", "Set5") in pil}
+    if kept:
+        ctx.target("sr_pil_kept", kept, all(v >= SR_PIL_TODAY[s] - 0.3 for s, v in kept.items()),
+                   ", ".join(f"x{s} {v:.2f} (was {SR_PIL_TODAY[s]:.2f})" for s, v in kept.items()))
+    sets = ("Set5", "Set14", "BSD100")
+    if all(("sr-x4-large", n) in pil and ("sr-x4", n) in pil for n in sets):
+        gaps = {n: pil[("sr-x4-large", n)] - pil[("sr-x4", n)] for n in sets}
+        ctx.target("sr_large_worth_it", gaps, all(g >= 0.5 for g in gaps.values()) and pil[("sr-x4-large", "Set5")]
+                   >= 31.6, ", ".join(f"{n} {g:+.2f}" for n, g in gaps.items()))
+
+
 def bench_quality(ctx: Context) -> None:
     """Every quality table of training, recomputed from the shipped weights with cnnimg_hub.evaluate."""
     limit, data, section = QUALITY_LIMIT[ctx.quick], ctx.data, {}
@@ -50,6 +94,7 @@ def bench_quality(ctx: Context) -> None:
                                                                   "SSIM", "bicubic PSNR", "bicubic SSIM"],
                       [[r["model"], f"x{r['scale']}", r["set"], r["lr"], r["images"], r["psnr"], r["ssim"],
                         r["bicubic_psnr"], r["bicubic_ssim"]] for r in rows])
+            _sr_downsamplers(ctx, rows, limit)
         if (model := ctx.model("denoise")) is not None and (data / "val" / "CBSD68").is_dir():
             n_bm3d = ctx.args.bm3d_images if ctx.args.bm3d_images is not None else BM3D_IMAGES[ctx.quick]
             with ctx.timed("quality: denoise"):
@@ -71,6 +116,25 @@ def bench_quality(ctx: Context) -> None:
                       [[r["sigma"], r["images"], r["psnr"], r["ssim"], r["nlm_psnr"], r["nlm_ssim"], r["bm3d_images"],
                         r["psnr_on_bm3d_images"] or "", r.get("bm3d_psnr", ""), r.get("bm3d_ssim", ""), r["seconds"],
                         r["nlm_seconds"], r.get("bm3d_seconds", "")] for r in rows])
+            if "sigma25" in res and res["sigma25"]["images"] >= 68:
+                ctx.target("denoise_cbsd68_31", res["sigma25"]["psnr"], res["sigma25"]["psnr"] >= 31.0,
+                           f"{res['sigma25']['psnr']:.2f} dB over {res['sigma25']['images']} images")
+            if bm3d:
+                gaps = {k: v["psnr"] - v["bm3d_psnr"] for k, v in bm3d.items()}
+                ctx.target("denoise_bm3d_margin", gaps, all(g >= 0.3 for g in gaps.values()),
+                           ", ".join(f"sigma {k[5:]}: {g:+.2f} dB" for k, g in gaps.items()))
+            if n_bm3d and (data / "val" / "McMaster").is_dir():
+                with ctx.timed("quality: McMaster + BM3D"):
+                    mc = evaluate.eval_denoise(model, data, sigmas=(25,), set_name="McMaster", baseline_names=("bm3d",),
+                                               max_images=n_bm3d)["sigma25"]
+                section["denoise_mcmaster"] = mc
+                ctx.table("quality", f"Denoising: McMaster sigma 25, first {mc['images']} images, CNN and BM3D on the "
+                          f"same noisy inputs", ["images", "CNN PSNR", "CNN SSIM", "BM3D PSNR", "BM3D SSIM", "CNN s",
+                                                 "BM3D s"],
+                          [[mc["images"], mc["psnr"], mc["ssim"], mc["bm3d_psnr"], mc["bm3d_ssim"], mc["seconds"],
+                            mc["bm3d_seconds"]]])
+                ctx.target("denoise_mcmaster", mc["psnr"] - mc["bm3d_psnr"], mc["psnr"] >= mc["bm3d_psnr"],
+                           f"{mc['psnr']:.2f} vs BM3D {mc['bm3d_psnr']:.2f} dB on {mc['images']} images")
             if "sigma25" in bm3d:
                 b = bm3d["sigma25"]
                 speedup = b["bm3d_seconds"] / b["seconds"]
@@ -78,14 +142,26 @@ def bench_quality(ctx: Context) -> None:
                            b["psnr"] > b["bm3d_psnr"] and speedup >= 10,
                            f"{b['psnr']:.2f} vs BM3D {b['bm3d_psnr']:.2f} dB on {b['images']} images, "
                            f"{speedup:.0f}x faster")
-        if (model := ctx.model("inpaint")) is not None and (data / "val" / "BSD100").is_dir():
-            with ctx.timed("quality: inpaint"):
-                r = evaluate.eval_inpaint(model, data, max_images=limit)["BSD100"]
-            section["inpaint"] = r
-            ctx.table("quality", f"Inpainting: BSD100 256x256 center crops, fixed-seed masks (10-40% holes), {some}",
-                      ["images", "hole fraction", "CNN PSNR", "CNN SSIM", "Telea PSNR", "Telea SSIM", "NS PSNR",
-                       "NS SSIM"], [[r["images"], r["hole_fraction"], r["psnr"], r["ssim"], r["telea_psnr"],
-                                     r["telea_ssim"], r["ns_psnr"], r["ns_ssim"]]])
+        if (model := ctx.model("inpaint")) is not None:
+            rows = []
+            for set_name, target, margin in (("BSD100", "inpaint_bsd100", 2.0), ("McMaster", "inpaint_second_set", 1.5)):
+                if not (data / "val" / set_name).is_dir():
+                    continue
+                with ctx.timed(f"quality: inpaint {set_name}"):
+                    r = evaluate.eval_inpaint(model, data, set_name=set_name, max_images=limit)[set_name]
+                rows.append({"set": set_name, **r})
+                gap = r["psnr"] - r["telea_psnr"]
+                ctx.target(target, gap, gap >= margin, f"{r['psnr']:.2f} vs Telea {r['telea_psnr']:.2f} dB "
+                           f"({gap:+.2f}) on {r['images']} images")
+            if rows:
+                section["inpaint"] = rows
+                ctx.table("quality", f"Inpainting: 256x256 center crops, fixed-seed masks (10-40% holes, strokes and "
+                          f"boxes), {some}; whole-image and in-hole PSNR/SSIM",
+                          ["set", "images", "hole fraction", "CNN PSNR", "CNN SSIM", "CNN hole PSNR", "CNN hole SSIM",
+                           "Telea PSNR", "Telea SSIM", "Telea hole PSNR", "Telea hole SSIM", "NS PSNR", "NS SSIM"],
+                          [[r["set"], r["images"], r["hole_fraction"], r["psnr"], r["ssim"], r["hole_psnr"],
+                            r["hole_ssim"], r["telea_psnr"], r["telea_ssim"], r["telea_hole_psnr"],
+                            r["telea_hole_ssim"], r["ns_psnr"], r["ns_ssim"]] for r in rows])
     common, rows = _training_common(), []
     n_cls = CLASSIFY_LIMIT[ctx.quick]
     loaders = {"classify-cifar10": lambda: common.cifar10("test", archive=data / "cifar10-jpg.tar.gz")[:2],

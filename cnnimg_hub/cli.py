@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -62,6 +63,9 @@ def _load(args: argparse.Namespace, command: str):
             raise CnnImgError(f"no --model given and the default {source} does not exist; pass --model with a model "
                               f"folder or a Hub repo id (user/name[@revision]); `python -m cnnimg_hub list` shows "
                               f"what is available")
+    device = getattr(args, "device", None)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device in (None, "auto") and torch.cuda.is_available():
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"  # a GPU each
     model = load_model(source, task=TASKS[command])
     if getattr(args, "compile", False):
         model = torch.compile(model)  # compiled on the first image of each size; the pipelines take it as is
@@ -96,20 +100,46 @@ def output_path(file: Path, root: Path | None, output: str | None, suffix: str) 
     return file.parent / name
 
 
+def distributed() -> tuple[int, int]:
+    """(rank, world size) when launched by torchrun / `accelerate launch` (RANK and WORLD_SIZE set), else (0, 1).
+    With several processes a gloo process group is joined, for the merged summary."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+    return int(os.environ.get("RANK", "0")), world
+
+
+def _gather(items: list) -> list:
+    """Every rank's `items`, concatenated in rank order (the items themselves, on one process)."""
+    if not torch.distributed.is_initialized():
+        return items
+    parts: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, items)
+    return [x for part in parts for x in part]
+
+
 def _each(files: list[tuple[Path, Path | None]], work: Callable[[Path, Path | None], None], desc: str) -> int:
-    """Run `work` on each file with a progress bar; report and count the failures."""
+    """Run `work` on each file with a progress bar; report and count the failures. Under torchrun / `accelerate
+    launch` with N processes, process r takes files r, r + N, ...; rank 0 shows the bar and the merged summary."""
     if not files:
         print("error: no input images found (folders are searched for "
               f"{', '.join(sorted(IMAGE_SUFFIXES))})", file=sys.stderr)
         return 1
+    rank, world = distributed()
+    mine = files[rank::world]
     failed = 0
-    for path, root in tqdm(files, desc=desc, unit="image", disable=None):  # disable=None: no bar when not a tty
+    bar = tqdm(mine, desc=desc if world == 1 else f"{desc} (rank 0 of {world})", unit="image",
+               disable=None if rank == 0 else True)  # disable=None: no bar when not a tty
+    for path, root in bar:
         try:
             work(path, root)
         except (CnnImgError, OSError) as e:
             failed += 1
             tqdm.write(f"error: {path}: {e}", file=sys.stderr)
-    if failed:
+    failed = sum(_gather([failed]))
+    if rank == 0 and world > 1:
+        print(f"{len(files) - failed} of {len(files)} file(s) done by {world} processes", file=sys.stderr)
+    if failed and rank == 0:
         print(f"{failed} of {len(files)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
@@ -157,7 +187,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
         if not args.json:
             tqdm.write(f"{path}: " + ", ".join(f"{l} {p:.1%}" for l, p in top))
 
-    code = _each(collect_inputs(args.inputs), work, "classify")
+    files = collect_inputs(args.inputs)
+    code = _each(files, work, "classify")
+    order = {str(path): i for i, (path, _) in enumerate(files)}
+    results = sorted(_gather(results), key=lambda r: order[r["file"]])  # one list, in input order, on every rank
+    if distributed()[0] != 0:
+        return code
     text = json.dumps(results, indent=2) + "\n" if args.json else "".join(
         f"{r['file']}\t" + ("ERROR " + r["error"] if "error" in r else
                             "\t".join(f"{p['label']}:{p['probability']:.4f}" for p in r["predictions"])) + "\n"
@@ -340,3 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if torch.distributed.is_initialized():  # leave a torchrun group cleanly
+            torch.distributed.destroy_process_group()

@@ -135,12 +135,14 @@ def eval_inpaint(model, data: Path, set_name: str = "BSD100", size: int = 256, b
         clean = img.crop((left, top, left + size, top + size))
         mask_t = torch.from_numpy(m)[None, None].to(device)
         out = to_image(model(to_tensor(clean).to(device), mask_t))
-        row = {"psnr": psnr(out, clean), "ssim": ssim(out, clean), "hole_fraction": float(m.mean())}
+        row = {"psnr": psnr(out, clean), "ssim": ssim(out, clean), "hole_psnr": psnr(out, clean, mask=m),
+               "hole_ssim": ssim(out, clean, mask=m), "hole_fraction": float(m.mean())}
         mask_img = Image.fromarray((m * 255).astype(np.uint8))
         holed = Image.fromarray((np.asarray(clean) * (1 - m[..., None])).astype(np.uint8))
         for b in baseline_names:
             res = baselines.telea(holed, mask_img) if b == "telea" else baselines.navier_stokes(holed, mask_img)
-            row.update({f"{b}_psnr": psnr(res, clean), f"{b}_ssim": ssim(res, clean)})
+            row.update({f"{b}_psnr": psnr(res, clean), f"{b}_ssim": ssim(res, clean),
+                        f"{b}_hole_psnr": psnr(res, clean, mask=m), f"{b}_hole_ssim": ssim(res, clean, mask=m)})
         rows.append(row)
     return {set_name: {**_mean(rows), "images": len(rows)}}
 

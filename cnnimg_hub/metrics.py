@@ -39,15 +39,18 @@ def _prepare(a, b, border: int, y_channel: bool) -> tuple[np.ndarray, np.ndarray
     return a, b
 
 
-def psnr(a, b, *, border: int = 0, y_channel: bool = False) -> float:
-    """Peak signal-to-noise ratio in dB of two images in [0, 1] (or uint8 / PIL)."""
+def psnr(a, b, *, border: int = 0, y_channel: bool = False, mask: np.ndarray | None = None) -> float:
+    """Peak signal-to-noise ratio in dB of two images in [0, 1] (or uint8 / PIL); with `mask` (H, W, nonzero =
+    counted), over those pixels only (e.g. an inpainting hole)."""
     a, b = _prepare(a, b, border, y_channel)
-    mse = float(np.mean((a - b) ** 2))
+    sq = (a - b) ** 2
+    mse = float(np.mean(sq if mask is None else sq[np.asarray(mask) > 0]))
     return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
 
 
-def ssim(a, b, *, border: int = 0, y_channel: bool = False) -> float:
-    """Structural similarity (Gaussian window), mean over pixels and channels."""
+def ssim(a, b, *, border: int = 0, y_channel: bool = False, mask: np.ndarray | None = None) -> float:
+    """Structural similarity (Gaussian window), mean over pixels and channels; with `mask` (H, W, nonzero =
+    counted), the SSIM map is averaged over those pixels only (the 5 px frame is kept then)."""
     a, b = _prepare(a, b, border, y_channel)
     if a.ndim == 2:
         a, b = a[..., None], b[..., None]
@@ -59,5 +62,8 @@ def ssim(a, b, *, border: int = 0, y_channel: bool = False) -> float:
         mx, my = f(x), f(y)
         sxx, syy, sxy = f(x * x) - mx * mx, f(y * y) - my * my, f(x * y) - mx * my
         m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-        vals.append(m[5:-5, 5:-5].mean() if min(m.shape) > 10 else m.mean())
+        if mask is not None:
+            vals.append(m[np.asarray(mask) > 0].mean())
+        else:
+            vals.append(m[5:-5, 5:-5].mean() if min(m.shape) > 10 else m.mean())
     return float(np.mean(vals))

@@ -104,7 +104,7 @@ def _write_fashion_mnist(root: Path, rng: np.random.Generator, n_train: int = 25
         _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels, 2049)
 
 
-def _write_cifar10(path: Path, rng: np.random.Generator, per_class: dict[str, int]) -> None:
+def write_cifar10(path: Path, rng: np.random.Generator, per_class: dict[str, int]) -> None:
     """CIFAR10_jpg/<split>/<class>/<n>.jpg, the layout of the project's JPEG copy of CIFAR-10."""
     with tarfile.open(path, "w:gz") as tar:
         for split, n in per_class.items():
@@ -142,7 +142,7 @@ def data_root(tmp_path_factory) -> Path:
                 hr = hr.crop((0, 0, hr.width - hr.width % s, hr.height - hr.height % s))
                 hr.resize((hr.width // s, hr.height // s), Image.BICUBIC).save(lr_dir / f"img_{i:03d}_SRF_{s}_LR.png")
     _write_fashion_mnist(root / "fashion-mnist", rng)
-    _write_cifar10(root / "cifar10-jpg.tar.gz", rng, {"train": 4, "test": 2})
+    write_cifar10(root / "cifar10-jpg.tar.gz", rng, {"train": 4, "test": 2})
     return root
 
 

@@ -129,3 +129,32 @@ def test_output_paths():
     assert cli.output_path(f, root, None, "_x4") == Path("in_x4/sub/a_x4.png")
     assert cli.output_path(f, root, "out", "_x4") == Path("out/sub/a_x4.png")
     assert cli.output_path(Path("in/a.jpg"), None, None, "_x4") == Path("in/a_x4.png")
+
+
+def run_n(work, n: int, *args):
+    """The CLI under torchrun with n CPU processes (gloo), as README shows."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
+                           "-m", "cnnimg_hub", *map(str, args)], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=300)
+    print(proc.stdout, proc.stderr)
+    return proc
+
+
+def test_two_processes_split_the_files_and_write_what_one_does(work):
+    imgs = work / "many"
+    imgs.mkdir(exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (18 + i, 22, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    one = run(work, "denoise", "many", "--model", "models/denoise", "--sigma", "15", "-o", "dn-1")
+    two = run_n(work, 2, "denoise", "many", "--model", "models/denoise", "--sigma", "15", "-o", "dn-2")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    names = sorted(p.name for p in (work / "dn-1").iterdir())
+    assert len(names) == 5 and names == sorted(p.name for p in (work / "dn-2").iterdir())
+    assert all((work / "dn-1" / n).read_bytes() == (work / "dn-2" / n).read_bytes() for n in names)
+    assert "5 of 5 file(s) done by 2 processes" in two.stderr
+    c1 = run(work, "classify", "many", "--model", "models/classify", "--json")
+    c2 = run_n(work, 2, "classify", "many", "--model", "models/classify", "--json")
+    assert c2.returncode == 0 and json.loads(c1.stdout) == json.loads(c2.stdout)  # merged, in input order, once

@@ -37,7 +37,7 @@ import train_inpaint  # noqa: E402
 import train_sr  # noqa: E402
 
 FOLDER_FILES = ["README.md", "config.json", "model.safetensors"]
-from conftest import CIFAR_CLASSES  # noqa: E402  (the fake data root is built in conftest.py)
+from conftest import CIFAR_CLASSES, write_cifar10  # noqa: E402  (the fake data root is built in conftest.py)
 # what every run shares: one thread (the machine is busy), a few steps, tiny evaluations
 FAST = ["--threads", "1", "--batch-size", "2", "--steps", "4", "--eval-every", "2", "--eval-max-images", "2"]
 
@@ -164,7 +164,7 @@ def test_train_classifier_cifar10(data_root, tmp_path, monkeypatch):
 def test_cifar10_cache_follows_the_archive(data_root, tmp_path):
     """A cache decoded from one archive is not served for another (it used to be, silently)."""
     other = tmp_path / "other.tar.gz"
-    _write_cifar10(other, np.random.default_rng(1), {"test": 1})
+    write_cifar10(other, np.random.default_rng(1), {"test": 1})
     assert len(common.cifar10("test", data_root / "cifar10-jpg.tar.gz", cache=tmp_path)[0]) == 20
     assert len(common.cifar10("test", other, cache=tmp_path)[0]) == 10
     assert len(common.cifar10("test", data_root / "cifar10-jpg.tar.gz", cache=tmp_path)[0]) == 20

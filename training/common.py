@@ -230,9 +230,35 @@ def init_from(model: torch.nn.Module, source: str, log: RunLog) -> list[dict]:
     return lineage
 
 
+def read_curve(run_dir: Path, metric: str, batch: int) -> tuple[float, list[dict]]:
+    """From <run_dir>/log.jsonl: the run's wall seconds over all its processes (a resumed run's log holds several,
+    each starting with a "setup" record) and the curve of `metric` against images seen and wall-hours."""
+    path = Path(run_dir) / "log.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    offset = last = 0.0
+    processes, curve = 1, []
+    for r in records:
+        if r.get("event") == "setup":
+            offset, last = offset + last, 0.0
+            processes = r.get("processes", 1)
+        last = max(last, r.get("time", 0.0))
+        if metric in r and "step" in r:
+            curve.append({"images_seen": r["step"] * batch * processes, "hours": round((offset + r["time"]) / 3600, 3),
+                          "metric": metric, "value": round(r[metric], 4)})
+    return offset + last, curve
+
+
 def lineage_entry(name: str, init: str, steps: int, batch: int, processes: int, seconds: float, **extra) -> dict:
     return {"run": name, "init_from": init or None, "steps": steps, "images_seen": steps * batch * processes,
             "wall_hours": round(seconds / 3600, 3), **extra}
+
+
+def run_lineage(lineage: list[dict], run_dir: Path, cfg, processes: int, metric: str, **final) -> list[dict]:
+    """`lineage` (the runs before this one) + this run's entry: steps, images seen and wall-hours from its log
+    (resumes included), its learning curve of `metric`, and the final numbers in `final`."""
+    seconds, curve = read_curve(run_dir, metric, cfg.batch_size)
+    return [*lineage, lineage_entry(Path(run_dir).name, getattr(cfg, "init_from", ""), cfg.steps, cfg.batch_size,
+                                    processes, seconds, curve=curve, **final)]
 
 
 def lineage_totals(lineage: list[dict]) -> dict:

@@ -134,6 +134,7 @@ def main(cfg: Config) -> None:
     trace.weights(acc.unwrap_model(model))
 
     if not acc.is_main_process:
+        acc.end_training()  # leave the process group cleanly (gloo aborts a process that exits inside it)
         return
     net = acc.unwrap_model(model).eval().cpu()
     r = eval_classifier(net, xte, yte, flip_tta=cfg.flip and cfg.dataset == "cifar10")
@@ -145,6 +146,7 @@ def main(cfg: Config) -> None:
               "metric_value": round(r["top5"], 4), "metric_name": "top-5 accuracy"}]
     common.finish(net, Path(cfg.out), run_dir, cfg, eval_results=evals, datasets=datasets,
                   metrics={"params": n_params, **r}, push_to_hub=cfg.push_to_hub)
+    acc.end_training()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ evaluate on CBSD68 at sigma 15/25/50 (against non-local means, and BM3D with --e
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import torch
@@ -63,7 +62,6 @@ def noisy_batch(clean: torch.Tensor, max_sigma: float) -> tuple[torch.Tensor, to
 def main(cfg: Config) -> None:
     acc, run_dir, log = common.setup(cfg)
     data = Path(cfg.data)
-    t_start = time.time()
 
     files = common.list_images([data / "train" / s for s in cfg.train_sets])
     dataset = common.PatchDataset(files, cfg.patch, cfg.steps * cfg.batch_size * acc.num_processes,
@@ -96,13 +94,14 @@ def main(cfg: Config) -> None:
         step = loop.update(loss)
         if acc.is_main_process and step % cfg.eval_every == 0:
             quick = eval_denoise(acc.unwrap_model(model).eval(), data, sigmas=(25,), baseline_names=(), max_images=8)
-            log(step=step, images_seen=step * cfg.batch_size * acc.num_processes, hours=(time.time() - t_start) / 3600,
+            log(step=step, images_seen=step * cfg.batch_size * acc.num_processes,
                 cbsd68_8_sigma25_psnr=quick["sigma25"]["psnr"])
             model.train()
     loop.close()
     acc.wait_for_everyone()
 
     if not acc.is_main_process:
+        acc.end_training()  # leave the process group cleanly (gloo aborts a process that exits inside it)
         return
     net = acc.unwrap_model(model, keep_fp32_wrapper=False).eval().cpu()
     results = eval_denoise(net, data, baseline_names=("bm3d", "nlm") if cfg.eval_bm3d else ("nlm",),
@@ -113,11 +112,11 @@ def main(cfg: Config) -> None:
         for metric in ("psnr", "ssim"):
             evals.append({"dataset_name": "CBSD68", "metric_type": metric, "metric_value": round(r[metric], 4),
                           "metric_name": f"{metric.upper()} ({name.replace('sigma', 'sigma ')})"})
-    lineage.append(common.lineage_entry(run_dir.name, cfg.init_from, cfg.steps, cfg.batch_size,
-                                        acc.num_processes, time.time() - t_start,
-                                        cbsd68_sigma25_psnr=round(results["sigma25"]["psnr"], 4)))
+    lineage = common.run_lineage(lineage, run_dir, cfg, acc.num_processes, "cbsd68_8_sigma25_psnr",
+                                 cbsd68_sigma25_psnr=round(results["sigma25"]["psnr"], 4))
     common.finish(net, Path(cfg.out), run_dir, cfg, eval_results=evals, datasets=cfg.train_sets, lineage=lineage,
                   metrics={"params": n_params, "CBSD68": results}, push_to_hub=cfg.push_to_hub)
+    acc.end_training()
 
 
 if __name__ == "__main__":

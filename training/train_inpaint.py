@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +71,6 @@ def masks_for(n: int, patch: int, canvas: int, rng: random.Random) -> torch.Tens
 def main(cfg: Config) -> None:
     acc, run_dir, log = common.setup(cfg)
     data = Path(cfg.data)
-    t_start = time.time()
 
     files = common.list_images([data / "train" / s for s in cfg.train_sets])
     dataset = common.PatchDataset(files, cfg.patch, cfg.steps * cfg.batch_size * acc.num_processes,
@@ -108,13 +106,14 @@ def main(cfg: Config) -> None:
         step = loop.update(loss)
         if acc.is_main_process and step % cfg.eval_every == 0:
             quick = eval_inpaint(acc.unwrap_model(model).eval(), data, max_images=10, baseline_names=("telea",))
-            log(step=step, images_seen=step * cfg.batch_size * acc.num_processes, hours=(time.time() - t_start) / 3600,
+            log(step=step, images_seen=step * cfg.batch_size * acc.num_processes,
                 bsd100_10_psnr=quick["BSD100"]["psnr"], telea_psnr=quick["BSD100"]["telea_psnr"])
             model.train()
     loop.close()
     acc.wait_for_everyone()
 
     if not acc.is_main_process:
+        acc.end_training()  # leave the process group cleanly (gloo aborts a process that exits inside it)
         return
     net = acc.unwrap_model(model, keep_fp32_wrapper=False).eval().cpu()
     r = eval_inpaint(net, data, max_images=cfg.eval_max_images or None)["BSD100"]
@@ -124,11 +123,11 @@ def main(cfg: Config) -> None:
                                 ("ssim", "ssim", "SSIM (256px crops, 10-40% holes)"),
                                 ("psnr", "telea_psnr", "OpenCV Telea PSNR (same masks)"),
                                 ("psnr", "ns_psnr", "OpenCV Navier-Stokes PSNR (same masks)")]]
-    lineage.append(common.lineage_entry(run_dir.name, cfg.init_from, cfg.steps, cfg.batch_size, acc.num_processes,
-                                        time.time() - t_start, bsd100_psnr=round(r["psnr"], 4),
-                                        bsd100_telea_psnr=round(r["telea_psnr"], 4)))
+    lineage = common.run_lineage(lineage, run_dir, cfg, acc.num_processes, "bsd100_10_psnr",
+                                 bsd100_psnr=round(r["psnr"], 4), bsd100_telea_psnr=round(r["telea_psnr"], 4))
     common.finish(net, Path(cfg.out), run_dir, cfg, eval_results=evals, datasets=cfg.train_sets, lineage=lineage,
                   metrics={"params": n_params, "BSD100": r}, push_to_hub=cfg.push_to_hub)
+    acc.end_training()
 
 
 if __name__ == "__main__":

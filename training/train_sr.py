@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +79,6 @@ def make_lr(hr: torch.Tensor, cfg: Config, rng: random.Random) -> torch.Tensor:
 def main(cfg: Config) -> None:
     acc, run_dir, log = common.setup(cfg)
     data = Path(cfg.data)
-    t_start = time.time()
     for d in cfg.degradations:
         if d not in degrade.DOWNSAMPLERS:
             raise SystemExit(f"--degradations: unknown {d!r}; choose from {', '.join(degrade.DOWNSAMPLERS)}")
@@ -119,7 +117,7 @@ def main(cfg: Config) -> None:
             limit = cfg.eval_max_images or None
             set5 = eval_sr(net, data, sets=("Set5",), max_images=limit)["Set5"]
             cv2_cubic = eval_sr(net, data, sets=("Set5",), lr_source="cv2-cubic", max_images=limit)["Set5"]
-            log(step=step, images_seen=step * cfg.batch_size * acc.num_processes, hours=(time.time() - t_start) / 3600,
+            log(step=step, images_seen=step * cfg.batch_size * acc.num_processes,
                 set5_psnr=set5["psnr"], set5_bicubic_psnr=set5["bicubic_psnr"], set5_cv2cubic_psnr=cv2_cubic["psnr"],
                 set5_cv2cubic_bicubic_psnr=cv2_cubic["bicubic_psnr"])
             model.train()
@@ -128,6 +126,7 @@ def main(cfg: Config) -> None:
     trace.weights(acc.unwrap_model(model))
 
     if not acc.is_main_process:
+        acc.end_training()  # leave the process group cleanly (gloo aborts a process that exits inside it)
         return
     net = acc.unwrap_model(model, keep_fp32_wrapper=False).eval().cpu()
     limit = cfg.eval_max_images or None
@@ -144,10 +143,11 @@ def main(cfg: Config) -> None:
         for metric in ("psnr", "ssim"):
             evals.append({"dataset_name": name, "metric_type": metric, "metric_value": round(r[metric], 4),
                           "metric_name": f"{metric.upper()} (Y, x{cfg.scale})"})
-    lineage.append(common.lineage_entry(run_dir.name, cfg.init_from, cfg.steps, cfg.batch_size, acc.num_processes,
-                                        time.time() - t_start, set5_psnr=round(results["Set5"]["psnr"], 4)))
+    lineage = common.run_lineage(lineage, run_dir, cfg, acc.num_processes, "set5_psnr",
+                                 set5_psnr=round(results["Set5"]["psnr"], 4))
     common.finish(net, Path(cfg.out), run_dir, cfg, eval_results=evals, datasets=cfg.train_sets, lineage=lineage,
                   metrics={"params": n_params, **results}, push_to_hub=cfg.push_to_hub)
+    acc.end_training()
 
 
 if __name__ == "__main__":
