@@ -144,7 +144,8 @@ def bench_quality(ctx: Context) -> None:
                            f"{speedup:.0f}x faster")
         if (model := ctx.model("inpaint")) is not None:
             rows = []
-            for set_name, target, margin in (("BSD100", "inpaint_bsd100", 2.0), ("McMaster", "inpaint_second_set", 1.5)):
+            for set_name, target, margin in (("BSD100", "inpaint_bsd100", 2.0),
+                                             ("McMaster", "inpaint_second_set", 1.5)):
                 if not (data / "val" / set_name).is_dir():
                     continue
                 with ctx.timed(f"quality: inpaint {set_name}"):

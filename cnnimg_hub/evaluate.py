@@ -103,7 +103,8 @@ def eval_denoise(model, data: Path, sigmas=(15, 25, 50), set_name: str = "CBSD68
             clean = Image.open(f).convert("RGB")
             noisy = add_noise(clean, sigma, seed + i)
             t0 = time.perf_counter()
-            den = to_image(_padded_call(lambda x: model(x, float(sigma)), to_tensor(noisy).to(device), _multiple(model)))
+            den = to_image(_padded_call(lambda x: model(x, float(sigma)), to_tensor(noisy).to(device),
+                                        _multiple(model)))
             row = {"psnr": psnr(den, clean), "ssim": ssim(den, clean), "seconds": time.perf_counter() - t0}
             for b in baseline_names:
                 t0 = time.perf_counter()

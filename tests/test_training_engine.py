@@ -131,7 +131,8 @@ def test_sr_on_two_processes_splits_the_data_and_completes_the_schedule(data_roo
     out, run, steps = tmp_path / "sr", tmp_path / "run", 6
     _torchrun("train_sr.py", ["--data", data_root, "--train-sets", "T91", "BSD200", "--scale", 2, "--lr-patch", 8,
                               "--batch-size", 2, "--steps", steps, "--warmup", 2, "--eval-every", 100,
-                              "--eval-max-images", 1, "--trace-batches", steps, "--out", out, "--run-dir", run], tmp_path)
+                              "--eval-max-images", 1, "--trace-batches", steps, "--out", out, "--run-dir", run],
+              tmp_path)
     _check_ranks(run, steps)
     state = common.load_checkpoint(run / "checkpoint.pt")
     assert state["step"] == steps and state["sched"]["last_epoch"] == steps
@@ -152,3 +153,32 @@ def test_classifier_on_two_processes(data_root, tmp_path):
     state = common.load_checkpoint(run / "checkpoint.pt")
     assert state["step"] == 2 * 256 // 16 // 2  # 2 epochs of 256 images, 16 per step on each of 2 processes
     assert load_model(out).config["widths"] == [8, 16]
+
+
+# ----------------------------------------------------------------------------------------------- GPU burst script
+def test_gpu_burst_runs_end_to_end_on_a_cpu(data_root, tmp_path):
+    """The prepared GPU script, on this CPU with a tiny budget and tiny models: timings, two budgeted runs (one
+    continuing a saved model), the packed archive."""
+    import tarfile
+
+    weights = tmp_path / "weights"
+    save_model(create_model("denoise-ffdnet-small", max_sigma=50.0), weights / "denoise")  # the run's architecture
+    tiny = "--batch-size 2 --threads 1 --train-sets T91"
+    runs = (f"0.5 denoise training/train_denoise.py --model denoise-ffdnet-small --patch 16 {tiny}\n"
+            f"0.5 sr training/train_sr.py --model sr-espcn --scale 2 --lr-patch 8 {tiny}")
+    env = {**os.environ, "DATA": str(data_root), "WEIGHTS": str(weights), "PYTHON": sys.executable,
+           "BURST_EVAL_IMAGES": "1", "BURST_SKIP_TESTS": "1", "BURST_RUNS": runs, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(REPO / "training" / "gpu_burst.sh"), str(out), "0.05"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| denoise | fp32 |" in (out / "timings.md").read_text()
+    log = (out / "burst.log").read_text()
+    assert "FAILED" not in log, log
+    with tarfile.open(out / "weights.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"weights/denoise/model.safetensors", "weights/sr/model.safetensors"} <= names
+    denoise_log = [json.loads(line) for line in (out / "runs" / "denoise" / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("event") == "init_from" for r in denoise_log)  # continued from the saved model
+    budget = [r for r in denoise_log if r.get("event") == "time_budget"]
+    assert budget and common.load_checkpoint(out / "runs" / "denoise" / "checkpoint.pt")["step"] == budget[0]["steps"]

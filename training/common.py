@@ -253,11 +253,12 @@ def lineage_entry(name: str, init: str, steps: int, batch: int, processes: int, 
             "wall_hours": round(seconds / 3600, 3), **extra}
 
 
-def run_lineage(lineage: list[dict], run_dir: Path, cfg, processes: int, metric: str, **final) -> list[dict]:
-    """`lineage` (the runs before this one) + this run's entry: steps, images seen and wall-hours from its log
+def run_lineage(lineage: list[dict], run_dir: Path, cfg, processes: int, steps: int, metric: str,
+                **final) -> list[dict]:
+    """`lineage` (the runs before this one) + this run's entry: `steps`, images seen and wall-hours from its log
     (resumes included), its learning curve of `metric`, and the final numbers in `final`."""
     seconds, curve = read_curve(run_dir, metric, cfg.batch_size)
-    return [*lineage, lineage_entry(Path(run_dir).name, getattr(cfg, "init_from", ""), cfg.steps, cfg.batch_size,
+    return [*lineage, lineage_entry(Path(run_dir).name, getattr(cfg, "init_from", ""), steps, cfg.batch_size,
                                     processes, seconds, curve=curve, **final)]
 
 
@@ -273,10 +274,10 @@ class StepLoop:
     gradients' total norm is clipped to it (deep un-normalised residual nets spike without it)."""
 
     def __init__(self, acc, model, opt, sched, *, steps: int, start: int, log: RunLog, ckpt: Path,
-                 ckpt_every: int, desc: str, log_every: int = 100, clip_grad: float = 0.0):
+                 ckpt_every: int, desc: str, log_every: int = 100, clip_grad: float = 0.0, minutes: float = 0.0):
         self.acc, self.model, self.opt, self.sched, self.log, self.ckpt = acc, model, opt, sched, log, ckpt
-        self.clip_grad = clip_grad
-        self.steps, self.step, self.ckpt_every, self.log_every = steps, start, ckpt_every, log_every
+        self.clip_grad, self.budget_s, self.t0 = clip_grad, minutes * 60, time.time()
+        self.steps, self.step, self.start, self.ckpt_every, self.log_every = steps, start, start, ckpt_every, log_every
         self.bar = tqdm(total=steps, initial=start, desc=desc, disable=not acc.is_main_process)
         self.running, self.since = 0.0, 0  # loss sum and steps since the last log line (a resume may start between)
 
@@ -292,6 +293,8 @@ class StepLoop:
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
+        if self.budget_s and self.step == self.start + 20:
+            self._fit_budget()
         self.running += loss.item()
         self.since += 1
         self.bar.update(1)
@@ -305,14 +308,29 @@ class StepLoop:
             self.running, self.since = 0.0, 0
         return self.step
 
+    def _fit_budget(self) -> None:
+        """A wall-clock budget (`minutes`): after 20 steps, end the run (and its cosine decay) where the budget ends.
+        The same on every rank (the rate is averaged), so all processes stop at the same step."""
+        rate = float(self.acc.reduce(torch.tensor((time.time() - self.t0) / 20), reduction="mean"))
+        steps = min(self.steps, self.step + max(1, int((self.budget_s - (time.time() - self.t0)) / rate)))
+        if steps < self.steps:
+            self.steps = self.bar.total = steps
+            if hasattr(self.sched, "total"):
+                self.sched.total["steps"] = steps
+            self.log(event="time_budget", minutes=self.budget_s / 60, seconds_per_step=rate, steps=steps)
+
     def close(self) -> None:
         self.bar.close()
 
 
 def cosine_schedule(opt: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then cosine decay to zero at `steps`."""
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (
-        1 + math.cos(math.pi * min(s, steps) / steps)))
+    """Linear warm-up then cosine decay to zero at `steps`; `sched.total["steps"]` may be lowered later (a time
+    budget) and the decay then ends there."""
+    total = {"steps": steps}
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (
+        1 + math.cos(math.pi * min(s, total["steps"]) / total["steps"])))
+    sched.total = total
+    return sched
 
 
 def resume(ckpt: Path, log: RunLog, seed: int, **objects: Any) -> int:

@@ -36,6 +36,7 @@ class Config:
     lr: float = 5e-4  # AdamW; the FFDNet stack needs 3e-4 (1e-3 stalls it near the identity)
     weight_decay: float = 1e-4
     clip_grad: float = 0.5  # total gradient norm; 1e-3 without clipping diverged at step 500
+    minutes: float = 0.0  # wall-clock budget: > 0 ends the run (and its decay) when it is spent
     warmup: int = 300
     loss: str = "l1"  # l1 or mse
     seed: int = 0
@@ -83,7 +84,8 @@ def main(cfg: Config) -> None:
 
     model.train()
     loop = common.StepLoop(acc, model, opt, sched, steps=cfg.steps, start=step, log=log, ckpt=ckpt,
-                           ckpt_every=cfg.ckpt_every, desc=cfg.model, clip_grad=cfg.clip_grad, log_every=100)
+                           ckpt_every=cfg.ckpt_every, desc=cfg.model, clip_grad=cfg.clip_grad, log_every=100,
+                           minutes=cfg.minutes)
     for clean in loader:
         if loop.done:
             break
@@ -112,7 +114,7 @@ def main(cfg: Config) -> None:
         for metric in ("psnr", "ssim"):
             evals.append({"dataset_name": "CBSD68", "metric_type": metric, "metric_value": round(r[metric], 4),
                           "metric_name": f"{metric.upper()} ({name.replace('sigma', 'sigma ')})"})
-    lineage = common.run_lineage(lineage, run_dir, cfg, acc.num_processes, "cbsd68_8_sigma25_psnr",
+    lineage = common.run_lineage(lineage, run_dir, cfg, acc.num_processes, loop.steps, "cbsd68_8_sigma25_psnr",
                                  cbsd68_sigma25_psnr=round(results["sigma25"]["psnr"], 4))
     common.finish(net, Path(cfg.out), run_dir, cfg, eval_results=evals, datasets=cfg.train_sets, lineage=lineage,
                   metrics={"params": n_params, "CBSD68": results}, push_to_hub=cfg.push_to_hub)

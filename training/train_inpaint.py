@@ -41,6 +41,7 @@ class Config:
     lr: float = 5e-4  # AdamW
     weight_decay: float = 1e-4
     clip_grad: float = 0.5  # total gradient norm; 1e-3 without clipping diverged at step 500
+    minutes: float = 0.0  # wall-clock budget: > 0 ends the run (and its decay) when it is spent
     warmup: int = 200
     seed: int = 0
     threads: int = 0
@@ -93,7 +94,8 @@ def main(cfg: Config) -> None:
 
     model.train()
     loop = common.StepLoop(acc, model, opt, sched, steps=cfg.steps, start=step, log=log, ckpt=ckpt,
-                           ckpt_every=cfg.ckpt_every, desc=cfg.model, clip_grad=cfg.clip_grad, log_every=50)
+                           ckpt_every=cfg.ckpt_every, desc=cfg.model, clip_grad=cfg.clip_grad, log_every=50,
+                           minutes=cfg.minutes)
     for clean in loader:
         if loop.done:
             break
@@ -123,7 +125,7 @@ def main(cfg: Config) -> None:
                                 ("ssim", "ssim", "SSIM (256px crops, 10-40% holes)"),
                                 ("psnr", "telea_psnr", "OpenCV Telea PSNR (same masks)"),
                                 ("psnr", "ns_psnr", "OpenCV Navier-Stokes PSNR (same masks)")]]
-    lineage = common.run_lineage(lineage, run_dir, cfg, acc.num_processes, "bsd100_10_psnr",
+    lineage = common.run_lineage(lineage, run_dir, cfg, acc.num_processes, loop.steps, "bsd100_10_psnr",
                                  bsd100_psnr=round(r["psnr"], 4), bsd100_telea_psnr=round(r["telea_psnr"], 4))
     common.finish(net, Path(cfg.out), run_dir, cfg, eval_results=evals, datasets=cfg.train_sets, lineage=lineage,
                   metrics={"params": n_params, "BSD100": r}, push_to_hub=cfg.push_to_hub)

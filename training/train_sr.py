@@ -48,6 +48,7 @@ class Config:
     batch_size: int = 16  # per process: the effective batch is batch_size x processes
     lr: float = 1e-3
     weight_decay: float = 0.0
+    minutes: float = 0.0  # wall-clock budget: > 0 ends the run (and its decay) when it is spent
     warmup: int = 200
     seed: int = 0
     threads: int = 0  # torch CPU threads, 0 = torch's default
@@ -103,7 +104,7 @@ def main(cfg: Config) -> None:
     trace = common.BatchTrace(acc, run_dir, cfg.trace_batches)
     model.train()
     loop = common.StepLoop(acc, model, opt, sched, steps=cfg.steps, start=step, log=log, ckpt=ckpt,
-                           ckpt_every=cfg.ckpt_every, desc=f"{cfg.model} x{cfg.scale}")
+                           ckpt_every=cfg.ckpt_every, desc=f"{cfg.model} x{cfg.scale}", minutes=cfg.minutes)
     for hr in loader:
         if loop.done:
             break
@@ -143,7 +144,7 @@ def main(cfg: Config) -> None:
         for metric in ("psnr", "ssim"):
             evals.append({"dataset_name": name, "metric_type": metric, "metric_value": round(r[metric], 4),
                           "metric_name": f"{metric.upper()} (Y, x{cfg.scale})"})
-    lineage = common.run_lineage(lineage, run_dir, cfg, acc.num_processes, "set5_psnr",
+    lineage = common.run_lineage(lineage, run_dir, cfg, acc.num_processes, loop.steps, "set5_psnr",
                                  set5_psnr=round(results["Set5"]["psnr"], 4))
     common.finish(net, Path(cfg.out), run_dir, cfg, eval_results=evals, datasets=cfg.train_sets, lineage=lineage,
                   metrics={"params": n_params, **results}, push_to_hub=cfg.push_to_hub)
