@@ -682,9 +682,12 @@ def build_demo(weights_dir: Path, device: str | None = None, compile: bool = Fal
                 with gr.Row():
                     with gr.Column():
                         d_image = image_input(label="Image", elem_id="denoise-image", height=320)
-                        d_sigma = gr.Slider(0, 75, value=25, step=1, label="Noise level (sigma, 0-255 scale)")
-                        d_auto = gr.Checkbox(False, label="Auto (estimate the noise level)")
                         d_model, d_repo = model_picker(store, TASKS["denoise"], "Model")
+                        # the slider spans what the default model removes (its config's max_sigma)
+                        d_max = float(store.shipped.get(d_model.value, {}).get("max_sigma") or 75)
+                        d_sigma = gr.Slider(0, d_max, value=min(25, d_max), step=1,
+                                            label="Noise level (sigma, 0-255 scale)")
+                        d_auto = gr.Checkbox(False, label="Auto (estimate the noise level from the image)")
                         d_degrade = gr.Checkbox(False, label="Degrade, then restore (add noise at sigma, seed "
                                                 f"{SEED}, measure PSNR/SSIM)")
                         d_button = gr.Button("Denoise", elem_id="denoise-run", variant="primary")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 TITLES = {"speed": "Speed and memory", "roofline": "Roofline", "scaling": "Scaling", "quality": "Quality",
-          "app": "App", "targets": "Targets"}
+          "app": "App", "training": "Training speed", "targets": "Targets"}
 
 
 def render(results: dict) -> str:

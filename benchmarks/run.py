@@ -2,7 +2,7 @@
 scaling, every quality table of training, and the app's cold start and API overhead.
 
     python -m benchmarks.run [--quick] [--weights weights] [--data ../shared/datasets]
-                             [--json benchmarks/results.json] [--only speed,roofline,scaling,quality,app]
+                             [--json benchmarks/results.json] [--only speed,roofline,scaling,quality,app,training]
 
 Prints Markdown tables (each caption names the command that made it) and writes them, the raw numbers and the
 machine (CPU model, cores, torch version and threads, device, load average) as JSON. Timings are medians over
@@ -38,11 +38,12 @@ from .quality import BM3D_IMAGES, bench_quality
 from .roofline import COMPILE_BUDGET_S, bench_roofline, compile_worker
 from .scaling import bench_scaling
 from .speed import bench_speed
+from .training_speed import bench_training
 
 # ----------------------------------------------------------------------------------------------- settings
-SECTIONS = ("speed", "roofline", "scaling", "quality", "app")  # in the order they run
+SECTIONS = ("speed", "roofline", "scaling", "quality", "app", "training")  # in the order they run
 BENCHES = {"speed": bench_speed, "roofline": bench_roofline, "scaling": bench_scaling, "quality": bench_quality,
-           "app": bench_app}
+           "app": bench_app, "training": bench_training}
 
 
 # ----------------------------------------------------------------------------------------------- main

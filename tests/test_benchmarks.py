@@ -16,7 +16,8 @@ import cnnimg_hub
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks import readme as bench_readme  # noqa: E402
+from benchmarks import readme as bench_readme
+from benchmarks import training_speed  # noqa: E402
 from benchmarks import run  # noqa: E402
 
 # folder name -> (registered model, small arguments); folder names as the shipped weights
@@ -90,7 +91,11 @@ def test_quick_run_prints_tables_and_writes_json(weights, data, tmp_path, capsys
     assert [r["sigma"] for r in quality["denoise"]] == [15, 25, 50] and quality["denoise"][1]["bm3d_images"] == 1
     assert quality["denoise"][0]["bm3d_images"] == 0  # --quick: BM3D at sigma 25 only
     assert {"speed", "quality", "quality: BM3D", "quality: sr-x2 pil", "total"} <= set(results["seconds"])
-    assert {"psnr", "telea_psnr", "ns_psnr"} <= set(quality["inpaint"])
+    assert {"psnr", "telea_psnr", "ns_psnr", "hole_psnr", "telea_hole_psnr"} <= set(quality["inpaint"][0])
+    assert "**Super-resolution under other downsamplers" in printed
+    assert {r["downsampler"] for r in quality["sr_downsamplers"]} == {"pil-bicubic", "cv2-cubic", "cv2-area",
+                                                                      "cv2-linear"}
+    assert {"sr_any_downsampler", "sr_pil_kept", "inpaint_bsd100", "denoise_bm3d_margin"} <= set(results["targets"])
     # the README block is rendered from the same JSON: every table, between the markers, the rest untouched
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\nbefore\n{bench_readme.START}\nold numbers\n{bench_readme.END}\nafter\n")
@@ -132,3 +137,19 @@ def test_onnx_runtime_variant_computes_what_eager_does(folder):
         want = call(*inputs).numpy()
     got = session.run(None, feeds)[0]
     assert got.shape == want.shape and np.abs(got - want).max() < 1e-4
+
+
+def test_training_speed_section(data_root, tmp_path, capsys, monkeypatch):
+    """fp32 and bf16 rows for every step-based script, with a data-wait share, on a tiny data root."""
+    monkeypatch.setattr(training_speed, "RUNS", {"train_sr": ["--scale", "2", "--lr-patch", "8", "--batch-size", "2"],
+                                                 "train_denoise": ["--patch", "16", "--batch-size", "2"],
+                                                 "train_inpaint": ["--patch", "32", "--mask-canvas", "48",
+                                                                   "--batch-size", "2"]})
+    out = tmp_path / "results.json"
+    run.main(["--quick", "--weights", str(tmp_path / "none"), "--data", str(data_root), "--json", str(out),
+              "--threads", "1", "--only", "training"])
+    rows = json.loads(out.read_text())["sections"]["training"]
+    assert [(r["script"], r["precision"]) for r in rows] == [(s, p) for s in ("train_sr", "train_denoise",
+                                                                             "train_inpaint") for p in ("no", "bf16")]
+    assert all(r["steps"] == 7 and r["steps_per_s"] > 0 and 0 <= r["data_share"] < 1 for r in rows)
+    assert "**Training speed" in capsys.readouterr().out

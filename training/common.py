@@ -6,6 +6,7 @@ The scripts stay flat and readable; anything here is used by at least two of the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gzip
 import io
@@ -277,6 +278,8 @@ class StepLoop:
                  ckpt_every: int, desc: str, log_every: int = 100, clip_grad: float = 0.0, minutes: float = 0.0):
         self.acc, self.model, self.opt, self.sched, self.log, self.ckpt = acc, model, opt, sched, log, ckpt
         self.clip_grad, self.budget_s, self.t0 = clip_grad, minutes * 60, time.time()
+        self.wait = 0.0  # seconds spent waiting for the data loader (see `batches`)
+        self.timed_from: tuple[float, float, int] | None = None  # (time, wait, step) after the warm-up steps
         self.steps, self.step, self.start, self.ckpt_every, self.log_every = steps, start, start, ckpt_every, log_every
         self.bar = tqdm(total=steps, initial=start, desc=desc, disable=not acc.is_main_process)
         self.running, self.since = 0.0, 0  # loss sum and steps since the last log line (a resume may start between)
@@ -295,6 +298,8 @@ class StepLoop:
         self.step += 1
         if self.budget_s and self.step == self.start + 20:
             self._fit_budget()
+        if self.step == self.start + 5:  # the speed summary leaves out the first steps (allocator, caches)
+            self.timed_from = (time.perf_counter(), self.wait, self.step)
         self.running += loss.item()
         self.since += 1
         self.bar.update(1)
@@ -319,8 +324,37 @@ class StepLoop:
                 self.sched.total["steps"] = steps
             self.log(event="time_budget", minutes=self.budget_s / 60, seconds_per_step=rate, steps=steps)
 
-    def close(self) -> None:
+    def batches(self, loader):
+        """Iterate `loader`, adding the time spent waiting for each batch to `self.wait`."""
+        it = iter(loader)
+        while True:
+            t = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            self.wait += time.perf_counter() - t
+            yield batch
+
+    @contextlib.contextmanager
+    def preparing(self):
+        """Count the time of work done on a batch before the model sees it (degrading, masking) as data time."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.wait += time.perf_counter() - t
+
+    def close(self, batch_size: int = 0) -> None:
+        """Close the bar and log the run's speed: steps/s, images/s (with `batch_size` per process) and the share of
+        the time spent waiting for data, over the steps after the first five."""
         self.bar.close()
+        if self.timed_from and self.step > self.timed_from[2]:
+            t, wait, step = self.timed_from
+            seconds, n = time.perf_counter() - t, self.step - step
+            self.log(event="speed", steps=n, steps_per_s=n / seconds,
+                     images_per_s=n * batch_size * self.acc.num_processes / seconds,
+                     data_share=(self.wait - wait) / seconds, mixed_precision=self.acc.mixed_precision)
 
 
 def cosine_schedule(opt: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -86,11 +86,12 @@ def main(cfg: Config) -> None:
     loop = common.StepLoop(acc, model, opt, sched, steps=cfg.steps, start=step, log=log, ckpt=ckpt,
                            ckpt_every=cfg.ckpt_every, desc=cfg.model, clip_grad=cfg.clip_grad, log_every=100,
                            minutes=cfg.minutes)
-    for clean in loader:
+    for clean in loop.batches(loader):
         if loop.done:
             break
         clean = clean.contiguous(memory_format=torch.channels_last)
-        noisy, sigma = noisy_batch(clean, cfg.max_sigma)
+        with loop.preparing():
+            noisy, sigma = noisy_batch(clean, cfg.max_sigma)
         with acc.autocast():
             loss = loss_fn(model(noisy, sigma).float(), clean)
         step = loop.update(loss)
@@ -99,7 +100,7 @@ def main(cfg: Config) -> None:
             log(step=step, images_seen=step * cfg.batch_size * acc.num_processes,
                 cbsd68_8_sigma25_psnr=quick["sigma25"]["psnr"])
             model.train()
-    loop.close()
+    loop.close(cfg.batch_size)
     acc.wait_for_everyone()
 
     if not acc.is_main_process:

@@ -25,7 +25,7 @@ class Config:
     """Free-form inpainting training."""
     # model
     model: str = "inpaint-unet"  # registered name: inpaint-unet, inpaint-gated-unet
-    channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128, 256, 256])  # inpaint-unet levels
+    channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128, 192, 192])  # inpaint-unet levels
     n_blocks: int = 2  # inpaint-unet residual blocks per level
     init_from: str = ""  # start from this saved model (folder or Hub repo id, same architecture), fresh schedule
     # data
@@ -96,11 +96,12 @@ def main(cfg: Config) -> None:
     loop = common.StepLoop(acc, model, opt, sched, steps=cfg.steps, start=step, log=log, ckpt=ckpt,
                            ckpt_every=cfg.ckpt_every, desc=cfg.model, clip_grad=cfg.clip_grad, log_every=50,
                            minutes=cfg.minutes)
-    for clean in loader:
+    for clean in loop.batches(loader):
         if loop.done:
             break
         clean = clean.contiguous(memory_format=torch.channels_last)
-        mask = masks_for(len(clean), cfg.patch, cfg.mask_canvas, mask_rng).to(clean.device)
+        with loop.preparing():
+            mask = masks_for(len(clean), cfg.patch, cfg.mask_canvas, mask_rng).to(clean.device)
         with acc.autocast():
             out = model(clean, mask).float()
         err = (out - clean).abs() if cfg.loss == "l1" else (out - clean) ** 2
@@ -111,7 +112,7 @@ def main(cfg: Config) -> None:
             log(step=step, images_seen=step * cfg.batch_size * acc.num_processes,
                 bsd100_10_psnr=quick["BSD100"]["psnr"], telea_psnr=quick["BSD100"]["telea_psnr"])
             model.train()
-    loop.close()
+    loop.close(cfg.batch_size)
     acc.wait_for_everyone()
 
     if not acc.is_main_process:

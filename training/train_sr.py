@@ -31,6 +31,8 @@ class Config:
     # model
     model: str = "sr-espcn"  # registered name: sr-espcn, sr-edsr-small, sr-edsr-baseline
     scale: int = 4  # 2, 3 or 4
+    n_feats: int = 0  # feature channels (0 = the variant's default)
+    n_layers: int = 0  # sr-espcn conv layers (0 = the variant's default)
     init_from: str = ""  # start from this saved model (folder or Hub repo id, same architecture), fresh schedule
     # data
     data: str = str(common.DATA)  # datasets root (train/ is used, val/ only for evaluation)
@@ -88,7 +90,9 @@ def main(cfg: Config) -> None:
     dataset = common.PatchDataset(files, cfg.lr_patch * cfg.scale, cfg.steps * cfg.batch_size * acc.num_processes,
                                   scales=tuple(cfg.aug_scales), seed=cfg.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, drop_last=True)
-    model = create_model(cfg.model, scale=cfg.scale)
+    width = {"n_feats": cfg.n_feats} if cfg.n_feats else {}
+    width.update({"n_layers": cfg.n_layers} if cfg.n_layers else {})
+    model = create_model(cfg.model, scale=cfg.scale, **width)
     lineage = common.init_from(model, cfg.init_from, log) if cfg.init_from else []
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -105,10 +109,11 @@ def main(cfg: Config) -> None:
     model.train()
     loop = common.StepLoop(acc, model, opt, sched, steps=cfg.steps, start=step, log=log, ckpt=ckpt,
                            ckpt_every=cfg.ckpt_every, desc=f"{cfg.model} x{cfg.scale}", minutes=cfg.minutes)
-    for hr in loader:
+    for hr in loop.batches(loader):
         if loop.done:
             break
-        lr_img = make_lr(hr.cpu(), cfg, degrade_rng).to(hr.device).contiguous(memory_format=torch.channels_last)
+        with loop.preparing():
+            lr_img = make_lr(hr.cpu(), cfg, degrade_rng).to(hr.device).contiguous(memory_format=torch.channels_last)
         trace.batch(loop.step, hr, lr_img)
         with acc.autocast():
             loss = F.l1_loss(model(lr_img).float(), hr)
@@ -122,7 +127,7 @@ def main(cfg: Config) -> None:
                 set5_psnr=set5["psnr"], set5_bicubic_psnr=set5["bicubic_psnr"], set5_cv2cubic_psnr=cv2_cubic["psnr"],
                 set5_cv2cubic_bicubic_psnr=cv2_cubic["bicubic_psnr"])
             model.train()
-    loop.close()
+    loop.close(cfg.batch_size)
     acc.wait_for_everyone()
     trace.weights(acc.unwrap_model(model))
 

@@ -109,13 +109,13 @@ class UNetInpainter(HubModel, tags=["inpainting", "unet"]):
     Args:
         in_channels: image channels. Default 3.
         channels: feature channels per level, full resolution first; len(channels) - 1 stride-2 levels, inputs are
-            padded to a multiple of 2 ** that. Default [32, 64, 128, 256, 256].
+            padded to a multiple of 2 ** that. Default [32, 64, 128, 192, 192].
         n_blocks: residual blocks per level. Default 2.
     """
 
     task = "inpainting"
 
-    def __init__(self, in_channels: int = 3, channels: list[int] = (32, 64, 128, 256, 256), n_blocks: int = 2):
+    def __init__(self, in_channels: int = 3, channels: list[int] = (32, 64, 128, 192, 192), n_blocks: int = 2):
         super().__init__()
         self.in_channels, self.levels = in_channels, len(channels) - 1
         self.head = nn.Conv2d(in_channels + 1, channels[0], 3, padding=1)
