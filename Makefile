@@ -1,42 +1,59 @@
 # The two commands of the README:
-#   make app    install the runtime requirements and start the app on the shipped weights (http://127.0.0.1:7860)
-#   make test   install the test requirements (and Debian chromium for the browser tests) and run every test
+#   make app    create/reuse the project venv .venv, install the runtime requirements, start the app on the shipped
+#               weights (http://127.0.0.1:7860)
+#   make test   the same venv, the test requirements, Debian chromium (browser tests), then every test
+# Both work on a bare Debian machine whose system Python is "externally managed": nothing is installed outside .venv
+# except the Debian packages (chromium, dataset-fashion-mnist for training), each announced on one line.
 PYTHON ?= python3
-PIP = $(PYTHON) -m pip install -q --disable-pip-version-check
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
 .PHONY: app install install-dev test test-fast bench bench-quick eval train-all screenshots
 
-install:
-	$(PIP) torch==2.13.0
-	$(PIP) -r requirements.txt
+$(PY):
+	@echo "==> creating the project venv $(VENV) (reused from now on)"
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { echo "==> installing python3-venv"; \
+		(apt-get update -qq && $(APT) python3-venv >/dev/null) && $(PYTHON) -m venv $(VENV); }
+
+install: $(PY)
+	@echo "==> torch 2.13.0 (CPU wheel) and requirements.txt into $(VENV)"
+	@$(PIP) torch==2.13.0
+	@$(PIP) -r requirements.txt
 
 install-dev: install
-	$(PIP) -r requirements-dev.txt
-	@command -v chromium >/dev/null || command -v /usr/bin/chromium >/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
-		echo "could not install Debian chromium: the browser tests will be skipped"
+	@echo "==> requirements-dev.txt into $(VENV)"
+	@$(PIP) -r requirements-dev.txt
+	@command -v chromium >/dev/null 2>&1 || { echo "==> Debian chromium (browser tests; a minute)"; \
+		(apt-get update -qq && $(APT) chromium >/dev/null 2>&1) || \
+		echo "    could not install chromium: the browser tests will be skipped"; }
+	@test -d /usr/share/datasets/fashion-mnist || { echo "==> Debian dataset-fashion-mnist (for training)"; \
+		($(APT) dataset-fashion-mnist >/dev/null 2>&1 || (apt-get update -qq && \
+		$(APT) dataset-fashion-mnist >/dev/null 2>&1)) || echo "    could not install it: training Fashion-MNIST \
+		models needs it, the tests do not"; }
 
 app: install
-	$(PYTHON) app.py $(ARGS)
+	$(PY) app.py $(ARGS)
 
 test: install-dev
-	GRADIO_ANALYTICS_ENABLED=False $(PYTHON) -m pytest -q
+	GRADIO_ANALYTICS_ENABLED=False $(PY) -m pytest -q
 
 test-fast:
-	GRADIO_ANALYTICS_ENABLED=False $(PYTHON) -m pytest -q -x --ignore=tests/test_app_browser.py
+	GRADIO_ANALYTICS_ENABLED=False $(PY) -m pytest -q -x --ignore=tests/test_app_browser.py
 
 bench:
-	$(PYTHON) -m benchmarks.run --json benchmarks/results.json
-	$(PYTHON) -m benchmarks.readme --results benchmarks/results.json --readme README.md
+	$(PY) -m benchmarks.run --json benchmarks/results.json
+	$(PY) -m benchmarks.readme --results benchmarks/results.json --readme README.md
 
 bench-quick:
-	$(PYTHON) -m benchmarks.run --quick --json benchmarks/results-quick.json
+	$(PY) -m benchmarks.run --quick --json benchmarks/results-quick.json
 
 eval:
-	$(PYTHON) -m benchmarks.run --only quality --json benchmarks/quality.json
+	$(PY) -m benchmarks.run --only quality --json benchmarks/quality.json
 
 train-all:
 	bash training/train_all.sh
 
 screenshots:
-	CNNIMG_TEST_WEIGHTS=weights CNNIMG_SCREENSHOTS=docs/screenshots $(PYTHON) -m pytest -q tests/test_app_browser.py
+	CNNIMG_TEST_WEIGHTS=weights CNNIMG_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_app_browser.py

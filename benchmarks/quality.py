@@ -27,7 +27,7 @@ SR_DOWNSAMPLERS = ("pil-bicubic", "cv2-cubic", "cv2-area", "cv2-linear")  # the 
 SR_PIL_TODAY = {2: 37.22, 4: 31.00}  # Set5 PIL-bicubic PSNR of the bicubic-only models (2026-11), kept within 0.3 dB
 
 
-def _sr_downsamplers(ctx: Context, pil_rows: list[dict], limit: int | None) -> None:
+def _sr_downsamplers(ctx: Context, pil_rows: list[dict], limit: int | None, section: dict) -> None:
     """SR under several ways of making the LR image (Set14, BSD100, x2 and x4 default models), the gain over
     bicubic of the same LR, and the SR targets."""
     rows, data = [], ctx.data
@@ -42,7 +42,7 @@ def _sr_downsamplers(ctx: Context, pil_rows: list[dict], limit: int | None) -> N
                      for k, r in res.items()]
     if not rows:
         return
-    ctx.results["sections"].setdefault("quality", {})["sr_downsamplers"] = rows
+    section["sr_downsamplers"] = rows
     ctx.table("quality", "Super-resolution under other downsamplers: LR made by PIL bicubic (antialiased), OpenCV "
               "INTER_CUBIC and INTER_LINEAR (no antialiasing) and INTER_AREA; PSNR on Y; gain = CNN - bicubic "
               "upscaling of the same LR", ["model", "scale", "set", "downsampler", "images", "CNN PSNR",
@@ -94,7 +94,7 @@ def bench_quality(ctx: Context) -> None:
                                                                   "SSIM", "bicubic PSNR", "bicubic SSIM"],
                       [[r["model"], f"x{r['scale']}", r["set"], r["lr"], r["images"], r["psnr"], r["ssim"],
                         r["bicubic_psnr"], r["bicubic_ssim"]] for r in rows])
-            _sr_downsamplers(ctx, rows, limit)
+            _sr_downsamplers(ctx, rows, limit, section)
         if (model := ctx.model("denoise")) is not None and (data / "val" / "CBSD68").is_dir():
             n_bm3d = ctx.args.bm3d_images if ctx.args.bm3d_images is not None else BM3D_IMAGES[ctx.quick]
             with ctx.timed("quality: denoise"):

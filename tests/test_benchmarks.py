@@ -27,8 +27,8 @@ TINY_MODELS = {
     "sr-x2": ("sr-espcn", dict(scale=2, n_feats=8, n_layers=1)),
     "sr-x4": ("sr-espcn", dict(scale=4, n_feats=8, n_layers=1)),
     "sr-x4-large": ("sr-edsr-small", dict(scale=4, n_feats=8, n_resblocks=1)),
-    "inpaint": ("inpaint-gated-unet", dict(base_channels=8)),
-    "denoise": ("denoise-ffdnet-small", dict(n_feats=8, n_layers=3)),
+    "inpaint": ("inpaint-unet", dict(channels=[8, 8, 8], n_blocks=1)),
+    "denoise": ("denoise-unet", dict(channels=[8, 8, 8], n_blocks=1)),
 }  # classify-cifar10 and the GAN are left out on purpose: missing folders must be skipped with a note
 
 
@@ -58,7 +58,10 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
-def test_quick_run_prints_tables_and_writes_json(weights, data, tmp_path, capsys):
+def test_quick_run_prints_tables_and_writes_json(weights, data, data_root, tmp_path, capsys, monkeypatch):
+    sys.path.insert(0, str(Path(run.__file__).resolve().parents[1] / "training"))
+    import common
+    monkeypatch.setattr(common, "FASHION_MNIST", data_root / "fashion-mnist")  # tiny, made here: no Debian package
     out = tmp_path / "results.json"
     run.main(["--quick", "--weights", str(weights), "--data", str(data), "--json", str(out), "--threads", "1",
               "--only", "speed,roofline,scaling,quality", "--sizes-scale", "0.1", "--bm3d-images", "1"])

@@ -469,8 +469,9 @@ def bicubic_down(hr: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- labelled sets
-def fashion_mnist(split: str, root: Path = FASHION_MNIST) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, 28, 28) uint8 images and (N,) labels; split 'train' (60k) or 'test' (10k)."""
+def fashion_mnist(split: str, root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, 28, 28) uint8 images and (N,) labels; split 'train' (60k) or 'test' (10k); root default FASHION_MNIST."""
+    root = Path(root or FASHION_MNIST)
     prefix = "train" if split == "train" else "t10k"
     img_path, lab_path = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
     if not img_path.exists():
