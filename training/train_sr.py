@@ -43,7 +43,7 @@ class Config:
     degradations: list = dataclasses.field(default_factory=lambda: [
         "pil-bicubic", "pil-bicubic", "cv2-cubic", "cv2-linear", "cv2-area", "pil-lanczos", "gaussian-decimate"])
     blur: list = dataclasses.field(default_factory=lambda: [0.25, 0.55])  # gaussian-decimate std range, x scale
-    jpeg_prob: float = 0.1  # share of LR images sent through a light JPEG round trip
+    jpeg_prob: float = 0.05  # share of LR images sent through a light JPEG round trip
     jpeg_quality: list = dataclasses.field(default_factory=lambda: [75, 95])
     # optimisation
     steps: int = 10000  # optimizer steps, whatever the number of processes
