@@ -4,10 +4,14 @@
 #   make test   the same venv, the test requirements, Debian chromium (browser tests), then every test
 # Both work on a bare Debian machine whose system Python is "externally managed": nothing is installed outside .venv
 # except the Debian packages (chromium, dataset-fashion-mnist for training), each announced on one line.
+SHELL := bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip install -q --disable-pip-version-check
+# pip -q still prints one warning per missing local index of a machine's pip config: those lines are dropped
+PIP = $(PY) -m pip install -q --disable-pip-version-check
+QUIET = 2>&1 | { grep -v "^WARNING: Location" || true; }
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
 .PHONY: app install install-dev test test-fast bench bench-quick eval train-all screenshots
@@ -19,12 +23,12 @@ $(PY):
 
 install: $(PY)
 	@echo "==> torch 2.13.0 (CPU wheel) and requirements.txt into $(VENV)"
-	@$(PIP) torch==2.13.0
-	@$(PIP) -r requirements.txt
+	@$(PIP) torch==2.13.0 $(QUIET)
+	@$(PIP) -r requirements.txt $(QUIET)
 
 install-dev: install
 	@echo "==> requirements-dev.txt into $(VENV)"
-	@$(PIP) -r requirements-dev.txt
+	@$(PIP) -r requirements-dev.txt $(QUIET)
 	@command -v chromium >/dev/null 2>&1 || { echo "==> Debian chromium (browser tests; a minute)"; \
 		(apt-get update -qq && $(APT) chromium >/dev/null 2>&1) || \
 		echo "    could not install chromium: the browser tests will be skipped"; }

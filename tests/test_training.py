@@ -214,7 +214,7 @@ def test_sr_resumes_after_kill(data_root, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = _read_log(run)
     assert [r["step"] for r in log if r.get("event") == "resume"] == [killed_at]
-    assert [r["event"] for r in log if "event" in r] == ["setup", "start", "setup", "resume", "start"]
+    assert [r["event"] for r in log if "event" in r] == ["setup", "start", "setup", "resume", "start", "speed"]
     assert [r["step"] for r in log if "loss" in r] == [100, 200, 300]
     assert all(0 < r["loss"] < 1 for r in log if "loss" in r)  # mean L1 of images in [0, 1]
     assert _final_step(run) == steps
