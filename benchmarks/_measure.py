@@ -33,7 +33,7 @@ from cnnimg_hub import pipelines
 # ----------------------------------------------------------------------------------------------- settings
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("classify-cifar10", "classify-fashion-mnist", "generate-fashion-mnist-gan", "generate-fashion-mnist-vae",
-          "sr-x2", "sr-x4", "sr-x4-large", "inpaint", "denoise")  # the weights/ folder names
+          "sr-x2", "sr-x4", "sr-x2-bicubic", "sr-x4-bicubic", "sr-x4-large", "inpaint", "denoise")  # weights/ folders
 BUDGET_S = {False: 3.0, True: 1.0}  # measured seconds per config (full, quick): repeats = budget / one call
 MAX_REPEATS = {False: 7, True: 3}  # ... clipped to 1..this
 CLASSIFY_BATCH, GENERATE_N = 256, 64

@@ -31,7 +31,7 @@ def _sr_downsamplers(ctx: Context, pil_rows: list[dict], limit: int | None, sect
     """SR under several ways of making the LR image (Set14, BSD100, x2 and x4 default models), the gain over
     bicubic of the same LR, and the SR targets."""
     rows, data = [], ctx.data
-    for name in ("sr-x2", "sr-x4"):
+    for name in ("sr-x2", "sr-x4", "sr-x2-bicubic", "sr-x4-bicubic"):  # the defaults, then the PIL-only models
         if (model := ctx.model(name)) is None:
             continue
         sets = [n for n in ("Set14", "BSD100") if (data / "val" / n).is_dir()]
@@ -45,13 +45,16 @@ def _sr_downsamplers(ctx: Context, pil_rows: list[dict], limit: int | None, sect
     section["sr_downsamplers"] = rows
     ctx.table("quality", "Super-resolution under other downsamplers: LR made by PIL bicubic (antialiased), OpenCV "
               "INTER_CUBIC and INTER_LINEAR (no antialiasing) and INTER_AREA; PSNR on Y; gain = CNN - bicubic "
-              "upscaling of the same LR", ["model", "scale", "set", "downsampler", "images", "CNN PSNR",
+              "upscaling of the same LR; sr-x2/sr-x4 (the app's defaults) are trained on a mix of downsamplers, "
+              "the -bicubic folders on PIL bicubic only", ["model", "scale", "set", "downsampler", "images", "CNN PSNR",
                                            "bicubic PSNR", "gain"],
               [[r["model"], f"x{r['scale']}", r["set"], r["downsampler"], r["images"], r["psnr"], r["bicubic_psnr"],
                 r["psnr"] - r["bicubic_psnr"]] for r in rows])
-    need = {2: 1.0, 4: 0.6}
-    worst = min(rows, key=lambda r: r["psnr"] - r["bicubic_psnr"] - need[r["scale"]])
-    ok = all(r["psnr"] - r["bicubic_psnr"] >= need[r["scale"]] for r in rows)
+    need, default = {2: 1.0, 4: 0.6}, [r for r in rows if r["model"] in ("sr-x2", "sr-x4")]
+    if not default:
+        return
+    worst = min(default, key=lambda r: r["psnr"] - r["bicubic_psnr"] - need[r["scale"]])
+    ok = all(r["psnr"] - r["bicubic_psnr"] >= need[r["scale"]] for r in default)
     ctx.target("sr_any_downsampler", worst["psnr"] - worst["bicubic_psnr"], ok,
                f"smallest margin: {worst['model']} {worst['set']} {worst['downsampler']} "
                f"{worst['psnr'] - worst['bicubic_psnr']:+.2f} dB (need {need[worst['scale']]:+.1f})")

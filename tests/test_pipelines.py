@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from cnnimg_hub import create_model, load_model, pipelines, save_model
+from cnnimg_hub import create_model, degrade, load_model, metrics, pipelines, save_model
 from cnnimg_hub.errors import CnnImgError, ImageInputError, WrongTaskError
 from cnnimg_hub.imageio import to_tensor
 from cnnimg_hub.pipelines import (RunInfo, classify, denoise, estimate_sigma, generate, inpaint, interpolate,
@@ -276,6 +276,9 @@ def test_denoise_sigma(dn):
     img = photo(32, 32)
     _, info = denoise(dn, img)
     assert info.notes and info.notes[0].startswith("estimated noise sigma")
+    assert info.used["sigma"] == pytest.approx(min(estimate_sigma(img), dn.max_sigma))  # what the CNN was given
+    _, info = denoise(dn, img, 12)
+    assert info.used == {"sigma": 12.0}
     for bad in (-1, 76, float("nan"), "loud"):
         with pytest.raises(ImageInputError, match="sigma"):
             denoise(dn, img, bad)
@@ -370,3 +373,38 @@ def test_out_of_memory_halves_the_tile(monkeypatch, sr):
     monkeypatch.setattr(pipelines, "_run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors are not retried
         upscale(sr, img)
+
+
+# ----------------------------------------------------------------------------------------------- degradations
+@pytest.mark.parametrize("method", degrade.DOWNSAMPLERS)
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_downsamplers_keep_size_alignment_and_mode(method, scale):
+    """Every way of making an LR image gives floor(size / scale), the dtype and channels in, and stays aligned with
+    PIL's bicubic (a shifted LR would cost an SR model PSNR it cannot recover)."""
+    img = np.asarray(photo(50, 37))
+    lr = degrade.downsample(img, scale, method)
+    assert lr.shape == (37 // scale, 50 // scale, 3) and lr.dtype == np.uint8
+    if not method.startswith("pil"):  # OpenCV drops a single channel's axis: it is put back
+        assert degrade.downsample(img[..., :1].copy(), scale, method).shape == (37 // scale, 50 // scale, 1)
+    ref = degrade.downsample(img, scale, "pil-bicubic").astype(float)
+    assert np.abs(lr.astype(float) - ref).mean() < 12  # same content, same place
+    with pytest.raises(ValueError, match="unknown downsampler"):
+        degrade.downsample(img, scale, "nearest-ish")
+
+
+def test_jpeg_round_trip_is_lossy_but_close():
+    img = np.asarray(photo(40, 40))
+    out = degrade.jpeg(img, 90)
+    assert out.shape == img.shape and 0 < np.abs(out.astype(int) - img).mean() < 8
+
+
+def test_masked_psnr_and_ssim_count_only_the_hole():
+    a = np.zeros((32, 32, 3))
+    b = a.copy()
+    b[:8] = 0.1  # error only in the top rows
+    hole = np.zeros((32, 32))
+    hole[:8] = 1
+    assert metrics.psnr(a, b, mask=hole) == pytest.approx(20.0)
+    assert metrics.psnr(a, b, mask=1 - hole) == float("inf")
+    assert metrics.psnr(a, b) == pytest.approx(20.0 + 10 * np.log10(4))
+    assert metrics.ssim(a, b, mask=1 - hole) > metrics.ssim(a, b, mask=hole)

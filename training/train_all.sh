@@ -9,12 +9,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${THREADS:-1}
-python training/train_sr.py --scale 2 --lr-patch 48 --steps 10000 --eval-every 2500 --threads $T --out weights/sr-x2
-python training/train_sr.py --scale 4 --lr-patch 32 --steps 15000 --eval-every 2500 --threads $T --out weights/sr-x4
-python training/train_sr.py --model sr-edsr-small --scale 4 --lr-patch 24 --steps 1400 --lr 5e-4 --eval-every 1000 \
-  --threads $T --out weights/sr-x4-large
-python training/train_denoise.py --steps 6000 --threads $T --out weights/denoise
-python training/train_inpaint.py --steps 2500 --threads $T --out weights/inpaint
+# the PIL-bicubic-only SR models (the first shipped ones), then the defaults: continued from them on a mix of
+# downsamplers (OpenCV cubic/linear/area without antialiasing, Lanczos, blur + sampling, light JPEG)
+python training/train_sr.py --scale 2 --lr-patch 48 --steps 10000 --eval-every 2500 --degradations pil-bicubic \
+  --jpeg-prob 0 --threads $T --out weights/sr-x2-bicubic
+python training/train_sr.py --scale 4 --lr-patch 32 --steps 15000 --eval-every 2500 --degradations pil-bicubic \
+  --jpeg-prob 0 --threads $T --out weights/sr-x4-bicubic
+python training/train_sr.py --scale 2 --lr-patch 48 --steps 6000 --lr 5e-4 --eval-every 2000 --threads $T \
+  --init-from weights/sr-x2-bicubic --out weights/sr-x2
+python training/train_sr.py --scale 4 --lr-patch 32 --steps 6000 --lr 5e-4 --eval-every 2000 --threads $T \
+  --init-from weights/sr-x4-bicubic --out weights/sr-x4
+# the restoration U-Nets, bf16 autocast on a CPU with native bf16 (--mixed-precision auto)
+python training/train_denoise.py --steps 10000 --threads $T --out weights/denoise
+python training/train_inpaint.py --steps 5400 --eval-every 500 --threads $T --out weights/inpaint
 python training/train_classifier.py --dataset fashion-mnist --epochs 8 --threads $T --out weights/classify-fashion-mnist
 python training/train_classifier.py --dataset cifar10 --epochs 6 --threads $T --out weights/classify-cifar10
 # The generators are judged by the Fashion-MNIST classifier above, so they come after it. (The shipped ones were
