@@ -21,7 +21,7 @@ python training/train_sr.py --scale 4 --lr-patch 32 --steps 6000 --lr 5e-4 --eva
   --init-from weights/sr-x4-bicubic --out weights/sr-x4
 # the restoration U-Nets, bf16 autocast on a CPU with native bf16 (--mixed-precision auto)
 python training/train_denoise.py --steps 10000 --threads $T --out weights/denoise
-python training/train_inpaint.py --steps 5400 --eval-every 500 --threads $T --out weights/inpaint
+python training/train_inpaint.py --steps 4000 --eval-every 500 --threads $T --out weights/inpaint
 python training/train_classifier.py --dataset fashion-mnist --epochs 8 --threads $T --out weights/classify-fashion-mnist
 python training/train_classifier.py --dataset cifar10 --epochs 6 --threads $T --out weights/classify-cifar10
 # The generators are judged by the Fashion-MNIST classifier above, so they come after it. (The shipped ones were
