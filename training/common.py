@@ -462,12 +462,6 @@ class PatchDataset(torch.utils.data.Dataset):
 
 
 # ----------------------------------------------------------------------------------------------- degradations
-def bicubic_down(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """Batch (N, C, H, W) -> PIL-bicubic LR through `cnnimg_hub.degrade.bicubic_down`, the same degradation the
-    evaluation and the app use."""
-    return torch.cat([to_tensor(degrade.bicubic_down(to_image(t), scale)) for t in hr])
-
-
 # ----------------------------------------------------------------------------------------------- labelled sets
 def fashion_mnist(split: str, root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 1, 28, 28) uint8 images and (N,) labels; split 'train' (60k) or 'test' (10k); root default FASHION_MNIST."""

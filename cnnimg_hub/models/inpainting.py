@@ -45,7 +45,28 @@ class GatedConv(nn.Module):
         return F.elu(f) * torch.sigmoid(g)
 
 
-class GatedUNet(HubModel, tags=["inpainting", "gated-convolution", "unet"]):
+class _InpaintBase(HubModel):
+    """What both inpainting U-Nets share: the config a consumer needs and the input-size check. `self.levels` is the
+    number of stride-2 levels (inputs are multiples of 2 ** levels)."""
+
+    task = "inpainting"
+    in_channels: int
+    levels: int
+    min_multiples = 1  # min_size = min_multiples * 2 ** levels
+
+    def inference_config(self) -> dict:
+        m = 2 ** self.levels
+        return {"input_range": [0, 1], "color_mode": "RGB" if self.in_channels == 3 else "L",
+                "mask_convention": "1 = hole (pixels to fill), 0 = known", "min_size": self.min_multiples * m,
+                "multiple_of": m, "tile_size": 512, "tile_overlap": 64}
+
+    def _check_size(self, image: torch.Tensor) -> None:
+        m = 2 ** self.levels
+        if image.shape[-2] % m or image.shape[-1] % m:
+            raise ValueError(f"height and width must be multiples of {m}; pad the input first")
+
+
+class GatedUNet(_InpaintBase, tags=["inpainting", "gated-convolution", "unet"]):
     """U-Net of gated convolutions with a dilated bottleneck.
 
     Args:
@@ -57,14 +78,14 @@ class GatedUNet(HubModel, tags=["inpainting", "gated-convolution", "unet"]):
             `push_pull_fill`, the network adds a correction). Default "none".
     """
 
-    task = "inpainting"
+    min_multiples = 2
 
     def __init__(self, in_channels: int = 3, base_channels: int = 24, depth: int = 3,
                  dilations: list[int] = (2, 4, 8), prefill: str = "none"):
         super().__init__()
         if prefill not in ("none", "push-pull"):
             raise ValueError(f"prefill must be 'none' or 'push-pull', got {prefill!r}")
-        self.in_channels, self.depth, self.prefill = in_channels, depth, prefill
+        self.in_channels, self.depth, self.levels, self.prefill = in_channels, depth, depth, prefill
         ch = [base_channels * min(2 ** i, 4) for i in range(depth + 1)]
         self.stem = GatedConv(in_channels + 1, ch[0])
         self.down = nn.ModuleList(nn.Sequential(GatedConv(ch[i], ch[i + 1], stride=2), GatedConv(ch[i + 1], ch[i + 1]))
@@ -77,17 +98,9 @@ class GatedUNet(HubModel, tags=["inpainting", "gated-convolution", "unet"]):
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
 
-    def inference_config(self) -> dict:
-        m = 2 ** self.depth
-        return {"input_range": [0, 1], "color_mode": "RGB" if self.in_channels == 3 else "L",
-                "mask_convention": "1 = hole (pixels to fill), 0 = known", "min_size": 2 * m, "multiple_of": m,
-                "tile_size": 512, "tile_overlap": 64}
-
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """image (N, C, H, W) in [0, 1], mask (N, 1, H, W) with 1 = hole; H, W multiples of 2**depth."""
-        m = 2 ** self.depth
-        if image.shape[-2] % m or image.shape[-1] % m:
-            raise ValueError(f"height and width must be multiples of {m}; pad the input first")
+        self._check_size(image)
         known = image * (1 - mask)
         base = push_pull_fill(image, mask) if self.prefill == "push-pull" else known
         h = self.stem(torch.cat([base, mask], dim=1))
@@ -103,7 +116,7 @@ class GatedUNet(HubModel, tags=["inpainting", "gated-convolution", "unet"]):
         return known + pred * mask
 
 
-class UNetInpainter(HubModel, tags=["inpainting", "unet"]):
+class UNetInpainter(_InpaintBase, tags=["inpainting", "unet"]):
     """Residual U-Net that corrects a push-pull fill of the holes; known pixels pass through unchanged.
 
     Args:
@@ -112,8 +125,6 @@ class UNetInpainter(HubModel, tags=["inpainting", "unet"]):
             padded to a multiple of 2 ** that. Default [32, 64, 128, 192, 192].
         n_blocks: residual blocks per level. Default 2.
     """
-
-    task = "inpainting"
 
     def __init__(self, in_channels: int = 3, channels: list[int] = (32, 64, 128, 192, 192), n_blocks: int = 2):
         super().__init__()
@@ -124,17 +135,9 @@ class UNetInpainter(HubModel, tags=["inpainting", "unet"]):
         nn.init.zeros_(self.tail.weight)  # start as the plain push-pull fill
         nn.init.zeros_(self.tail.bias)
 
-    def inference_config(self) -> dict:
-        m = 2 ** self.levels
-        return {"input_range": [0, 1], "color_mode": "RGB" if self.in_channels == 3 else "L",
-                "mask_convention": "1 = hole (pixels to fill), 0 = known", "min_size": m, "multiple_of": m,
-                "tile_size": 512, "tile_overlap": 64}
-
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """image (N, C, H, W) in [0, 1], mask (N, 1, H, W) with 1 = hole; H, W multiples of 2**levels."""
-        m = 2 ** self.levels
-        if image.shape[-2] % m or image.shape[-1] % m:
-            raise ValueError(f"height and width must be multiples of {m}; pad the input first")
+        self._check_size(image)
         known = image * (1 - mask)
         base = push_pull_fill(image, mask)
         pred = base + self.tail(self.unet(self.head(torch.cat([base * 2 - 1, mask], dim=1))))
