@@ -1,168 +1,116 @@
-"""Everything that reads or writes a model folder or talks to the Hub. The one module that imports the client.
+"""Everything that reads a model folder or talks to the Hub. The one module that imports the Hub client.
 
-A model folder is exactly ``config.json`` + ``model.safetensors`` + ``README.md``. The config holds the
-constructor arguments (that is the config) plus what a consumer needs to run the model (task, inference
-settings) under the keys in `META_KEYS`. Loading is strict: safetensors only, every key and shape must match.
+What a folder holds (``config.json`` + ``model.safetensors`` + ``README.md``) and how it is written is `_folder`'s;
+this module loads folders strictly (safetensors only, every key and shape must match, no unknown config key),
+resolves Hub repo ids through the cache, and pushes folders.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import torch
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, snapshot_download
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, constants, get_session, hf_hub_download, \
+    snapshot_download
 from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                     RepositoryNotFoundError, RevisionNotFoundError)
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__
-from ._registry import _MODELS, create_model, init_parameters, list_models, model_class
+from ._card import SAMPLE, is_unedited, read_card, render_card, write_sample
+from ._files import atomic_write
+from ._folder import FILES, META_KEYS, TASK_TAGS, build_config, model_card, model_name_of  # noqa: F401  (re-exported)
+from ._folder import restamp_weights, weights_metadata
+from ._registry import create_model, init_parameters, list_models, model_class
 from .errors import HubError, ModelLoadError, ModelNotFoundError, WrongTaskError
+from .spec import InferenceSpec
 
-FILES = ("config.json", "model.safetensors", "README.md")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 MAX_CONFIG_BYTES = 256 * 1024
-# Seconds one Hub request may stay unanswered before the cached copy (or a HubError) is used instead.
+# Seconds one Hub request of a download may stay unanswered before the cached copy (or a HubError) is used instead.
 HUB_TIMEOUT = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or 10)
+# Seconds one request of a push (create repo, upload, commit) may wait for the Hub.
+PUSH_TIMEOUT = float(os.environ.get("CNNIMG_HUB_PUSH_TIMEOUT") or 60)
+CLIENT = {"library_name": "cnnimg-hub", "library_version": __version__}  # in the user agent of every Hub request
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
-# Config keys that are not constructor arguments: written by `build_config`, checked or ignored on load.
-META_KEYS = {"model_name", "architecture", "task", "library", "library_version", "num_parameters",
-             "input_size", "input_range", "output_range", "output_size", "color_mode", "interpolation", "crop",
-             "output", "latent_dim", "kind", "min_size", "multiple_of", "tile_size", "tile_overlap",
-             "mask_convention", "noise", "sigma_scale", "max_sigma"}
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")
-TASK_TAGS = {"image-classification": "image-classification", "image-generation": "unconditional-image-generation",
-             "super-resolution": "image-to-image", "inpainting": "image-to-image", "denoising": "image-to-image"}
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------- bounded requests
+# huggingface_hub's shared HTTP client has no default timeout and most of its calls set none, so a Hub that stops
+# answering would hang a push or a download for as long as it stalls. While one of our Hub calls runs, a request
+# hook caps every request of the client (from any thread: the download workers too) at that call's timeout, per
+# connect, read, write and pool wait. Nothing changes for the client outside our calls.
+_LIMITS: list[float] = []
+_LIMITS_LOCK = threading.Lock()
+
+
+def _cap_timeout(request: httpx2.Request) -> None:
+    with _LIMITS_LOCK:
+        limit = max(_LIMITS, default=None)
+    if limit is not None:
+        old = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {k: limit if old.get(k) is None else min(old[k], limit)
+                                         for k in ("connect", "read", "write", "pool")}
+
+
+@contextmanager
+def _bounded(seconds: float):
+    """Every request of the Hub client inside this block waits at most `seconds` for each step."""
+    hooks = get_session().event_hooks["request"]
+    if _cap_timeout not in hooks:  # checked each time: the client makes a new session after a fork
+        hooks.append(_cap_timeout)
+    with _LIMITS_LOCK:
+        _LIMITS.append(seconds)
+    try:
+        yield
+    finally:
+        with _LIMITS_LOCK:
+            _LIMITS.remove(seconds)
 
 
 # ----------------------------------------------------------------------------------------------- writing
-def model_name_of(model: nn.Module) -> str:
-    """The registered name of `model` (set by create_model), else the first name registered for its class."""
-    name = getattr(model, "model_name", None)
-    if name:
-        return name
-    for n, (cls, _) in _MODELS.items():
-        if cls is type(model):
-            return n
-    raise ModelLoadError(f"{type(model).__name__} is not a registered model class")
+def save_model(model: nn.Module, folder: str | Path, *, sample_image: bool = False, **card_kwargs: Any) -> Path:
+    """Write `folder` with exactly config.json, model.safetensors and README.md (and, with `sample_image`, the
+    before/after picture of a restoration model, sample.jpg, embedded in the card).
 
-
-def build_config(model: nn.Module) -> dict[str, Any]:
-    """Constructor arguments (from the mixin) + task and inference settings + provenance."""
-    args = dict(model._hub_mixin_config or {})
-    args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
-    meta = {"model_name": model_name_of(model), "architecture": type(model).__name__, "task": model.task,
-            "library": "cnnimg-hub", "library_version": __version__,
-            "num_parameters": sum(p.numel() for p in model.parameters()), **model.inference_config()}
-    assert not set(meta) - META_KEYS, set(meta) - META_KEYS
-    return {**args, **meta}
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, then rename: a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_weights(model: nn.Module, path: Path) -> None:
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata={"format": "pt",
-                                                                          "model_name": model_name_of(model)}))
-
-
-def write_config(model: nn.Module, path: Path) -> None:
-    text = json.dumps(build_config(model), indent=2, sort_keys=True) + "\n"
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
-
-
-def _eval_result(r: EvalResult | dict, task: str) -> EvalResult:
-    if isinstance(r, EvalResult):
-        return r
-    r = dict(r)
-    r.setdefault("task_type", TASK_TAGS.get(task, task))
-    r.setdefault("dataset_type", r["dataset_name"].lower().replace(" ", "-"))
-    return EvalResult(**r)
-
-
-def _lineage_lines(lineage: list[dict]) -> list[str]:
-    """Markdown: every run that made these weights, and the learning curve over the whole chain (the quick
-    validation metric each run logged, against the images seen and wall-hours counted from the first run)."""
-    lines = ["## Lineage", "", "| run | started from | steps | images seen | wall-hours |", "|---|---|---|---|---|"]
-    lines += [f"| {r.get('run')} | {r.get('init_from') or 'scratch'} | {r.get('steps', 0):,} | "
-              f"{r.get('images_seen', 0):,} | {r.get('wall_hours', 0):.2f} |" for r in lineage]
-    points, images, hours = [], 0, 0.0
-    for r in lineage:
-        for p in r.get("curve") or []:
-            points.append((r.get("run"), images + p["images_seen"], hours + p["hours"], p["metric"], p["value"]))
-        images, hours = images + r.get("images_seen", 0), hours + r.get("wall_hours", 0.0)
-    lines += ["", f"Total: {len(lineage)} run(s), {images:,} images seen, {hours:.2f} wall-hours.", ""]
-    if points:
-        lines += ["Learning curve (quick validation check during training):", "",
-                  "| run | images seen (total) | wall-hours (total) | metric | value |", "|---|---|---|---|---|"]
-        lines += [f"| {run} | {n:,} | {h:.2f} | {m} | {v:.4g} |" for run, n, h, m, v in points]
-        lines += [""]
-    return lines
-
-
-def model_card(model: nn.Module, *, eval_results: list[EvalResult | dict] | None = None,
-               datasets: list[str] | None = None, training_config: dict | None = None, repo_id: str | None = None,
-               description: str | None = None, license: str = "mit", **_: Any) -> ModelCard:
-    """The README.md of a model folder: metadata (license, tags, datasets, model-index) and a usage section."""
-    name = model_name_of(model)
-    config = build_config(model)
-    results = [_eval_result(r, model.task) for r in (eval_results or [])]
-    data = ModelCardData(
-        license=license, library_name="cnnimg-hub", pipeline_tag=TASK_TAGS.get(model.task),
-        tags=["cnnimg-hub", "pytorch_model_hub_mixin", "safetensors", model.task, name],
-        datasets=datasets or None, model_name=repo_id or name if results else None,
-        eval_results=results or None,
-    )
-    source = repo_id or "path/to/this/folder"
-    doc = (description or (type(model).__doc__ or "").strip().split("\n\n")[0]).strip()
-    lines = [f"# {repo_id or name}", "", f"`{name}` ({type(model).__name__}) for **{model.task}**, "
-             f"{config['num_parameters']:,} parameters, made with cnnimg-hub {__version__}.", "", doc, "",
-             "## Usage", "", "```python", "from cnnimg_hub import load_model", "",
-             f'model = load_model("{source}")  # strict safetensors load, CPU float32', "```", "",
-             "Or in the command line / app: `python -m cnnimg_hub --help`, `python app.py`.", ""]
-    if results:
-        lines += ["## Evaluation", "", "| dataset | metric | value |", "|---|---|---|"]
-        lines += [f"| {r.dataset_name} | {r.metric_name or r.metric_type} | {r.metric_value} |" for r in results]
-        lines += [""]
-    else:
-        lines += ["## Evaluation", "", "No evaluation results were recorded for these weights.", ""]
-    if datasets:
-        lines += ["## Training data", "", ", ".join(datasets), ""]
-    lines += ["## Config", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", ""]
-    if training_config and training_config.get("lineage"):
-        lines += _lineage_lines(training_config["lineage"])
-    if training_config:
-        lines += ["## Training", "", "```json", json.dumps(training_config, indent=2, sort_keys=True), "```", ""]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-
-
-def save_model(model: nn.Module, folder: str | Path, **card_kwargs: Any) -> Path:
-    """Write `folder` with exactly config.json, model.safetensors and README.md.
-
-    `card_kwargs` go to `model_card`: eval_results (list of dicts with dataset_name, metric_type, metric_value,
-    optional metric_name, dataset_split, ...), datasets, training_config, repo_id, description, license.
+    `card_kwargs` go to `_card.render_card`: eval_results (list of dicts with dataset_name, metric_type,
+    metric_value, optional metric_name, dataset_split), datasets (names; Hub ids are looked up), training_config,
+    repo_id, description, license.
     """
     folder = Path(folder)
+    if sample_image:
+        folder.mkdir(parents=True, exist_ok=True)
+        card_kwargs["sample"] = write_sample(model, folder)
+    card_kwargs.setdefault("local_path", folder.as_posix())
     model.save_pretrained(folder, model_card_kwargs=card_kwargs)
+    return folder
+
+
+def refresh_card(folder: str | Path, *, repo_id: str | None = None) -> Path:
+    """Write `folder`'s README.md again from its config.json and what its card records (results, training data,
+    training config), the sample image of a restoration model, and the safetensors header's metadata. The
+    tensors are not touched (their bytes stay identical); config.json is only read."""
+    folder = Path(folder)
+    model = load_model(folder)
+    card = folder / "README.md"
+    inputs = read_card(card.read_text()) if card.is_file() else {}
+    inputs.update(sample=write_sample(model, folder), local_path=folder.as_posix())
+    if repo_id:
+        inputs["repo_id"] = repo_id
+    atomic_write(card, render_card(model.config, **inputs))
+    restamp_weights(folder / "model.safetensors", weights_metadata(model.config))
     return folder
 
 
@@ -225,7 +173,7 @@ def resolve_folder(source: str | Path, revision: str | None = None, *, cache_dir
         ref = Path(path).parent.parent / "refs" / (revision or "main")
         try:
             if not ref.is_file() or ref.read_text() != commit:
-                _atomic_write(ref, lambda tmp: Path(tmp).write_text(commit))
+                atomic_write(ref, commit)
         except OSError:
             pass  # a read-only cache: the download itself worked
     return Path(path)
@@ -307,6 +255,10 @@ def load_model(source: str | Path, revision: str | None = None, *, task: str | N
     if task is not None and config.get("task") != task:
         raise WrongTaskError(f"{source} is a {config.get('task')!r} model ({config['model_name']}), not {task!r}")
     model = model_from_config(config, str(folder / "config.json"))
+    try:
+        InferenceSpec.from_config(config)  # the pipelines read it back at every call: refuse a bad one here
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{folder / 'config.json'}: invalid inference settings: {e}") from e
     load_weights(model, folder / "model.safetensors")
     model.config, model.source = config, str(source)
     return model.eval().to(device)

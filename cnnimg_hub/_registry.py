@@ -13,9 +13,9 @@ from typing import Any
 
 from torch import nn
 
-_MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {}
+from .tasks import TASKS
 
-TASKS = ("image-classification", "image-generation", "super-resolution", "inpainting", "denoising")
+_MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {}
 
 
 def register_model(name: str, cls: type[nn.Module], **defaults: Any) -> None:
@@ -23,7 +23,7 @@ def register_model(name: str, cls: type[nn.Module], **defaults: Any) -> None:
     if name in _MODELS:
         raise ValueError(f"model name {name!r} is registered twice")
     if getattr(cls, "task", None) not in TASKS:
-        raise ValueError(f"{cls.__name__}.task must be one of {TASKS}")
+        raise ValueError(f"{cls.__name__}.task must be one of {list(TASKS)}")
     unknown = set(defaults) - set(init_parameters(cls))
     if unknown:
         raise ValueError(f"{name}: {sorted(unknown)} are not arguments of {cls.__name__}")

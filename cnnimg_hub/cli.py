@@ -24,7 +24,8 @@ from . import pipelines
 from ._hub import read_config, resolve_folder
 from ._registry import list_models, model_class
 from .errors import CnnImgError
-from .imageio import open_image, save_png
+from .imageio import IMAGE_SUFFIXES, open_image, save_png
+from .tasks import BY_KEY
 
 # ----------------------------------------------------------------------------------------------- defaults
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # the repo's weights/, next to the package
@@ -35,9 +36,6 @@ DEFAULT_WEIGHTS = {  # subcommand -> folder under WEIGHTS_DIR used when --model 
     "inpaint": "inpaint",
     "denoise": "denoise",
 }
-TASKS = {"classify": "image-classification", "generate": "image-generation", "upscale": "super-resolution",
-         "inpaint": "inpainting", "denoise": "denoising"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}  # what folders are searched for
 DEFAULT_SCALE = 4
 
 
@@ -66,7 +64,7 @@ def _load(args: argparse.Namespace, command: str):
     device = getattr(args, "device", None)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device in (None, "auto") and torch.cuda.is_available():
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"  # a GPU each
-    model = load_model(source, task=TASKS[command])
+    model = load_model(source, task=BY_KEY[command].name)
     if getattr(args, "compile", False):
         model = torch.compile(model)  # compiled on the first image of each size; the pipelines take it as is
     return model

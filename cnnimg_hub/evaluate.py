@@ -23,11 +23,11 @@ from PIL import Image
 
 from . import baselines, degrade
 from .degrade import add_noise, random_mask
-from .imageio import to_image, to_tensor
+from .imageio import IMAGE_SUFFIXES, to_image, to_tensor
 from .metrics import psnr, ssim
+from .spec import spec_of
 from .tiling import pad_to_multiple
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -42,7 +42,7 @@ def _padded_call(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mu
 
 def _multiple(model) -> int:
     """The size multiple the model needs (its config's multiple_of)."""
-    return int(model.inference_config().get("multiple_of", 1)) if hasattr(model, "inference_config") else 1
+    return spec_of(model).multiple_of or 1
 
 
 def _mean(rows: list[dict]) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +20,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ._files import atomic_write
 from .errors import CnnImgError, ImageInputError
 
 # ----------------------------------------------------------------------------------------------- limits
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 Mpx: a 4x upscale of it is already 640 Mpx of output
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # 50 MB: larger files are almost never photos we should process here
 MODES = ("L", "LA", "RGB", "RGBA")  # what open_image returns, and what the pipelines accept
+# the file names every folder reader (CLI, evaluation, app examples) takes for images
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 
 _SRC_TYPES = "a path, bytes, a binary file object, a numpy array or a PIL image"
 
@@ -306,16 +308,5 @@ def encode_png(img: Image.Image, level: int = 1) -> bytes:
 
 
 def save_png(img: Image.Image, path: str | os.PathLike) -> Path:
-    """Save `img` as PNG at `path` (parent folders created; `encode_png`), through a temp file so a crash never
-    leaves half a file behind. Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        Path(tmp).write_bytes(encode_png(img))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Save `img` as PNG at `path` (parent folders created; `encode_png`), atomically. Returns the path."""
+    return atomic_write(path, encode_png(img))

@@ -18,14 +18,14 @@ from PIL import Image
 from scipy.ndimage import maximum_filter
 from torch import nn
 
-# `_run` is passed to `_restore` from here, looked up at call time, so tests can replace `pipelines._run`.
-from ._runner import (MIN_TILE, PRECISIONS, RunInfo, _channels, _check_task, _config, _device_name, _int, _on,
-                      _restore, _run, _to_model, select_device)
+from ._runner import MIN_TILE, check_int, on_device, restore
 from .errors import ImageInputError
 from .imageio import merge_alpha, open_image, split_alpha, to_image, to_tensor
+from .runtime import PRECISIONS, RunInfo, device_name, select_device
+from .spec import spec_of
 
-__all__ = ["classify", "generate", "interpolate", "upscale", "estimate_sigma", "denoise", "mask_to_holes", "inpaint",
-           "select_device", "RunInfo", "MAX_GENERATE", "MIN_TILE", "PRECISIONS"]
+__all__ = ["classify", "classifier_input", "generate", "interpolate", "upscale", "estimate_sigma", "denoise",
+           "mask_to_holes", "inpaint", "select_device", "RunInfo", "MAX_GENERATE", "MIN_TILE", "PRECISIONS"]
 
 # ----------------------------------------------------------------------------------------------- limits
 MAX_GENERATE = 64  # images per generate/interpolate call: a 64-image grid is already a wall
@@ -49,51 +49,57 @@ def classify(model: nn.Module, image: Any, *, top_k: int = 5,
         top_k: how many (label, probability) pairs to return, clipped to the number of classes. Default 5.
         device: see `select_device`. Default None (auto).
 
-    The image is resized (bicubic) so its shorter side is the model's `image_size`, center-cropped to a square,
+    See `classifier_input`: the image is resized so its shorter side is the model's `image_size`, center-cropped to a square,
     and converted to the model's color mode; transparency is composited over white. Probabilities are a softmax
     over all classes (they sum to 1 over all classes, not over the top k).
     """
-    _check_task(model, "image-classification")
-    start, notes = time.perf_counter(), []
-    top_k = _int("top_k", top_k, 1, 1 << 30)
-    config, dev = _config(model), select_device(device)
-    img = _open(image)
-    color, alpha = split_alpha(img)
-    if alpha is not None:
-        background = Image.new(color.mode, color.size, 255)
-        color = Image.composite(color, background, alpha)
-        notes.append("transparent pixels composited over white")
-    mode = config.get("color_mode") or ("L" if config.get("in_channels") == 1 else "RGB")
-    if color.mode != mode:
-        color = color.convert(mode)
-        notes.append(f"converted to {mode} for this model")
-    size = int(model.image_size)
-    w, h = color.size
-    ratio = size / min(w, h)
-    new_w, new_h = max(size, round(w * ratio)), max(size, round(h * ratio))
-    color = color.resize((new_w, new_h), Image.BICUBIC)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    color = color.crop((left, top, left + size, top + size))
-    with _on(model, dev):
+    start = time.perf_counter()
+    top_k = check_int("top_k", top_k, 1, 1 << 30)
+    dev = select_device(device)
+    color, notes = classifier_input(model, image)
+    with on_device(model, dev):
         probs = torch.softmax(model(to_tensor(color).to(dev)).float(), dim=1)[0].cpu()
-    labels = list(getattr(model, "label_names", None) or config.get("label_names") or [])
+    labels = list(getattr(model, "label_names", None) or getattr(model, "config", {}).get("label_names") or [])
     if len(labels) != len(probs):
         labels = [f"class_{i}" for i in range(len(probs))]
     if top_k > len(probs):
         notes.append(f"top_k {top_k} clipped to the {len(probs)} classes")
     values, indices = probs.topk(min(top_k, len(probs)))
     result = [(labels[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
-    info = RunInfo(device=_device_name(dev), dtype="float32", seconds=time.perf_counter() - start, notes=notes)
+    info = RunInfo(device=device_name(dev), dtype="float32", seconds=time.perf_counter() - start, notes=notes)
     return result, info
+
+
+def classifier_input(model: nn.Module, image: Any) -> tuple[Image.Image, list[str]]:
+    """The image the classifier really sees, and notes on the conversions: transparency composited over white,
+    the spec's color mode, the shorter side resized to the spec's size (its interpolation, bicubic by default)
+    and a center crop to a square."""
+    spec, notes = spec_of(model, "image-classification"), []
+    color, alpha = split_alpha(_open(image))
+    if alpha is not None:
+        background = Image.new(color.mode, color.size, 255)
+        color = Image.composite(color, background, alpha)
+        notes.append("transparent pixels composited over white")
+    mode = spec.color_mode or "RGB"
+    if color.mode != mode:
+        color = color.convert(mode)
+        notes.append(f"converted to {mode} for this model")
+    size = spec.input_size[-1] if spec.input_size else int(model.image_size)
+    w, h = color.size
+    ratio = size / min(w, h)
+    new_w, new_h = max(size, round(w * ratio)), max(size, round(h * ratio))
+    color = color.resize((new_w, new_h), Image.BILINEAR if spec.interpolation == "bilinear" else Image.BICUBIC)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return color.crop((left, top, left + size, top + size)), notes
 
 
 # ----------------------------------------------------------------------------------------------- generation
 def _seed(name: str, seed: Any) -> int:
-    return _int(name, seed, 0, 2 ** 63 - 1)
+    return check_int(name, seed, 0, 2 ** 63 - 1)
 
 
 def _class(model: nn.Module, class_index: Any) -> int:
-    return _int(f"class_index (0 to {model.num_classes - 1}: {', '.join(model.label_names)})", class_index, 0,
+    return check_int(f"class_index (0 to {model.num_classes - 1}: {', '.join(model.label_names)})", class_index, 0,
                 model.num_classes - 1)
 
 
@@ -109,15 +115,15 @@ def generate(model: nn.Module, class_index: int, num_images: int = 8, seed: int 
             same seed gives the same images on every device. Default 0.
         device: see `select_device`. Default None (auto).
     """
-    _check_task(model, "image-generation")
+    spec_of(model, "image-generation")
     start = time.perf_counter()
     class_index, seed = _class(model, class_index), _seed("seed", seed)
-    num_images = _int("num_images", num_images, 1, MAX_GENERATE)
+    num_images = check_int("num_images", num_images, 1, MAX_GENERATE)
     dev = select_device(device)
-    with _on(model, dev):
+    with on_device(model, dev):
         labels = torch.full((num_images,), class_index, dtype=torch.long)
         images = model.generate(labels, generator=torch.Generator().manual_seed(seed)).float().cpu()
-    info = RunInfo(device=_device_name(dev), dtype="float32", seconds=time.perf_counter() - start)
+    info = RunInfo(device=device_name(dev), dtype="float32", seconds=time.perf_counter() - start)
     return [to_image(t) for t in images], info
 
 
@@ -143,21 +149,21 @@ def interpolate(model: nn.Module, class_index: int, seed_a: int, seed_b: int, st
         method: "slerp" (spherical) or "lerp" (straight line). Default "slerp".
         device: see `select_device`. Default None (auto).
     """
-    _check_task(model, "image-generation")
+    spec_of(model, "image-generation")
     start = time.perf_counter()
     class_index, seed_a, seed_b = _class(model, class_index), _seed("seed_a", seed_a), _seed("seed_b", seed_b)
-    steps = _int("steps", steps, 2, MAX_GENERATE)
+    steps = check_int("steps", steps, 2, MAX_GENERATE)
     if method not in ("slerp", "lerp"):
         raise ImageInputError(f"method must be 'slerp' or 'lerp', got {method!r}")
     dev = select_device(device)
-    with _on(model, dev):
+    with on_device(model, dev):
         za = model.sample_latent(1, torch.Generator().manual_seed(seed_a))[0].float().cpu()
         zb = model.sample_latent(1, torch.Generator().manual_seed(seed_b))[0].float().cpu()
         t = torch.linspace(0, 1, steps)
         z = _slerp(za, zb, t) if method == "slerp" else torch.lerp(za[None], zb[None], t[:, None])
         labels = torch.full((steps,), class_index, dtype=torch.long, device=dev)
         images = model.decode_latent(z.to(dev), labels).float().cpu()
-    info = RunInfo(device=_device_name(dev), dtype="float32", seconds=time.perf_counter() - start)
+    info = RunInfo(device=device_name(dev), dtype="float32", seconds=time.perf_counter() - start)
     return [to_image(im) for im in images], info
 
 
@@ -176,14 +182,12 @@ def upscale(model: nn.Module, image: Any, *, device: str | torch.device | None =
 
     Returns an image of the input's mode; an alpha channel is upscaled with bicubic.
     """
-    _check_task(model, "super-resolution")
-    config, dev = _config(model), select_device(device)
+    spec, dev = spec_of(model, "super-resolution"), select_device(device)
     color, alpha = split_alpha(_open(image))
-    x, back = _to_model(color, _channels(config))
-    with _on(model, dev):
-        out, info = _restore(model, x, scale=int(model.scale), config=config, device=dev, tile=tile,
-                             precision=precision, notes=[], run=_run)
-    return merge_alpha(back(out), alpha), info
+    with on_device(model, dev):
+        out, info = restore(model, color, spec, scale=int(model.scale), device=dev, tile=tile, precision=precision,
+                            notes=[])
+    return merge_alpha(out, alpha), info
 
 
 def estimate_sigma(image: Any) -> float:
@@ -220,9 +224,8 @@ def denoise(model: nn.Module, image: Any, sigma: float | None = None, *, device:
 
     Returns an image of the input's mode; an alpha channel passes through unchanged.
     """
-    _check_task(model, "denoising")
-    config, dev, notes = _config(model), select_device(device), []
-    max_sigma = float(config.get("max_sigma") or model.max_sigma)
+    spec, dev, notes = spec_of(model, "denoising"), select_device(device), []
+    max_sigma = float(spec.max_sigma or model.max_sigma)
     color, alpha = split_alpha(_open(image))
     if sigma is None:
         sigma = estimate_sigma(color)
@@ -238,12 +241,11 @@ def denoise(model: nn.Module, image: Any, sigma: float | None = None, *, device:
         if not (math.isfinite(sigma) and 0 <= sigma <= max_sigma):
             raise ImageInputError(f"sigma must be between 0 and {max_sigma:g} (this model's max_sigma, 0-255 "
                                   f"scale), got {sigma}; omit it to estimate the noise level")
-    x, back = _to_model(color, _channels(config))
-    with _on(model, dev):
-        out, info = _restore(lambda t: model(t, sigma), x, scale=1, config=config, device=dev, tile=tile,
-                             precision=precision, notes=notes, run=_run)
+    with on_device(model, dev):
+        out, info = restore(lambda t: model(t, sigma), color, spec, scale=1, device=dev, tile=tile,
+                            precision=precision, notes=notes)
     info.used["sigma"] = float(sigma)
-    return merge_alpha(back(out), alpha), info
+    return merge_alpha(out, alpha), info
 
 
 def mask_to_holes(mask: Image.Image) -> np.ndarray:
@@ -276,29 +278,28 @@ def inpaint(model: nn.Module, image: Any, mask: Any, *, dilate: int = 0, device:
     Pixels outside the (dilated) mask are exactly the input's. An empty mask returns the input unchanged, with
     a note. An alpha channel passes through unchanged.
     """
-    _check_task(model, "inpainting")
+    spec = spec_of(model, "inpainting")
     start = time.perf_counter()
-    config, dev = _config(model), select_device(device)
+    dev = select_device(device)
     img, mask_img = _open(image), _open(mask, "mask")
     if mask_img.size != img.size:
         raise ImageInputError(f"the mask is {mask_img.width}x{mask_img.height} but the image is "
                               f"{img.width}x{img.height}; they must be the same size")
-    dilate = _int("dilate", dilate, 0, 1 << 16)
+    dilate = check_int("dilate", dilate, 0, 1 << 16)
     holes = mask_to_holes(mask_img)
     if dilate:
         holes = maximum_filter(holes, size=2 * dilate + 1)
-    if not holes.any():
-        return img, RunInfo(device=_device_name(dev), dtype="float32", tiles=0, seconds=time.perf_counter() - start,
-                            notes=["the mask is empty: nothing to inpaint, the image is returned unchanged"])
-    color, alpha = split_alpha(img)
-    x, back = _to_model(color, _channels(config))
-    m = torch.from_numpy(holes.astype(np.float32))[None, None].expand(len(x), 1, -1, -1)
-    # Image and mask travel together as one tensor, so padding and tiling cut them identically.
-    with _on(model, dev):
-        out, info = _restore(lambda t: model(t[:, :-1], t[:, -1:]), torch.cat([x, m], dim=1), scale=1,
-                             config=config, device=dev, tile=tile, precision=precision, notes=[], run=_run)
     hole_mask = Image.fromarray(holes.astype(np.uint8) * 255)
+    if not holes.any():
+        return img, RunInfo(device=device_name(dev), dtype="float32", tiles=0, seconds=time.perf_counter() - start,
+                            notes=["the mask is empty: nothing to inpaint, the image is returned unchanged"],
+                            used={"mask": hole_mask})
+    color, alpha = split_alpha(img)
+    with on_device(model, dev):
+        out, info = restore(lambda t: model(t[:, :-1], t[:, -1:]), color, spec, scale=1, device=dev, tile=tile,
+                            precision=precision, notes=[], holes=holes)
     # The model composites already, but half precision and 8-bit rounding must not move a single known pixel.
-    result = Image.composite(back(out), color, hole_mask)
+    result = Image.composite(out, color, hole_mask)
     info.seconds = time.perf_counter() - start
+    info.used["mask"] = hole_mask  # the holes as filled (dilated): baselines and displays take this one
     return merge_alpha(result, alpha), info

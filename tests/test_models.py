@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cnnimg_hub import create_model, list_models, load_model, save_model
-from cnnimg_hub._hub import FILES
+from cnnimg_hub._folder import FILES
 from cnnimg_hub._registry import model_class
 from cnnimg_hub.errors import ModelLoadError, ModelNotFoundError, WrongTaskError
 
@@ -175,7 +175,7 @@ def test_not_a_folder_nor_repo_id(tmp_path):
 
 
 def test_atomic_save_leaves_old_weights_on_crash(saved, monkeypatch):
-    import cnnimg_hub._hub as hub
+    import cnnimg_hub._folder as folder
 
     before = (saved / "model.safetensors").read_bytes()
 
@@ -184,7 +184,7 @@ def test_atomic_save_leaves_old_weights_on_crash(saved, monkeypatch):
             f.write(b"half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hub, "save_file", crash)
+    monkeypatch.setattr(folder, "save_file", crash)
     with pytest.raises(KeyboardInterrupt):
         save_model(tiny("denoise-ffdnet", n_feats=4), saved)
     assert (saved / "model.safetensors").read_bytes() == before

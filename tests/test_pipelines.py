@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from cnnimg_hub import create_model, degrade, load_model, metrics, pipelines, save_model
+from cnnimg_hub import _runner, create_model, degrade, load_model, metrics, pipelines, save_model
+from cnnimg_hub.spec import spec_of
 from cnnimg_hub.errors import CnnImgError, ImageInputError, WrongTaskError
 from cnnimg_hub.imageio import to_tensor
 from cnnimg_hub.pipelines import (RunInfo, classify, denoise, estimate_sigma, generate, inpaint, interpolate,
@@ -124,7 +125,7 @@ def test_pipeline_tiling_agrees_with_one_pass(task, sr, dn, inp):
     img = photo(150, 130)
     if task == "super-resolution":
         run = lambda tile: upscale(sr, img, tile=tile)  # noqa: E731
-        sr.config = {**pipelines._config(sr), "tile_overlap": 16}  # as a loaded model with this tile advice
+        sr.config = {**spec_of(sr).to_config(), "tile_overlap": 16}  # as a loaded model with this tile advice
     elif task == "denoising":
         run = lambda tile: denoise(dn, img, 25, tile=tile)  # noqa: E731
     else:
@@ -334,14 +335,14 @@ def test_training_flag_is_restored(sr):
 def test_half_precision_nan_falls_back_to_float32(monkeypatch, dn):
     img = photo(40, 40)
     want, _ = denoise(dn, img, 20, precision="fp32")
-    real_run, dtypes = pipelines._run, []
+    real_run, dtypes = _runner._run, []
 
     def nan_in_half(fn, x, *, dtype, **kw):
         dtypes.append(dtype)
         out = real_run(fn, x, dtype=torch.float32, **kw)
         return out.fill_(float("nan")) if dtype != torch.float32 else out  # as if fp16 overflowed
 
-    monkeypatch.setattr(pipelines, "_run", nan_in_half)
+    monkeypatch.setattr(_runner, "_run", nan_in_half)
     got, info = denoise(dn, img, 20, precision="bf16")
     assert dtypes == [torch.bfloat16, torch.float32]
     assert info.dtype == "float32" and any("reran in float32" in n for n in info.notes)
@@ -351,7 +352,7 @@ def test_half_precision_nan_falls_back_to_float32(monkeypatch, dn):
 def test_out_of_memory_halves_the_tile(monkeypatch, sr):
     img = photo(256, 200)
     want, _ = upscale(sr, img, tile=None)
-    real_run, tiles = pipelines._run, []
+    real_run, tiles = _runner._run, []
 
     def small_memory(fn, x, *, tile, **kw):
         tiles.append(tile)
@@ -359,18 +360,18 @@ def test_out_of_memory_halves_the_tile(monkeypatch, sr):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_run(fn, x, tile=tile, **kw)
 
-    monkeypatch.setattr(pipelines, "_run", small_memory)
+    monkeypatch.setattr(_runner, "_run", small_memory)
     got, info = upscale(sr, img)  # auto: 256 px fits one tile of 256, so it starts untiled
     assert tiles == [None, 128, 64] and info.tiled and info.tile_size == 64
     assert sum("out of memory" in n for n in info.notes) == 2
     assert np.abs(np.asarray(got, np.int16) - np.asarray(want, np.int16)).max() <= 1 + 1  # overlap 12 < 4 x radius
 
-    monkeypatch.setattr(pipelines, "_run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    monkeypatch.setattr(_runner, "_run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory")))
     with pytest.raises(CnnImgError, match="smallest tile"):
         upscale(sr, img)
     with pytest.raises(CnnImgError, match="tiling is off"):
         upscale(sr, img, tile=None)
-    monkeypatch.setattr(pipelines, "_run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    monkeypatch.setattr(_runner, "_run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors are not retried
         upscale(sr, img)
 

@@ -35,7 +35,7 @@ from hypothesis import strategies as st  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import cnnimg_hub  # noqa: E402
-from cnnimg_hub import _hub, pipelines  # noqa: E402
+from cnnimg_hub import _hub, _runner, pipelines  # noqa: E402
 from cnnimg_hub.errors import CnnImgError, HubError, ImageInputError  # noqa: E402
 from cnnimg_hub.imageio import MODES  # noqa: E402
 
@@ -243,7 +243,7 @@ def test_generate_refuses_bad_parameters(kwargs, match, models):
 def test_cpu_out_of_memory_is_retried_with_smaller_tiles(monkeypatch, models):
     """PyTorch's CPU allocator says "can't allocate memory", not "out of memory" (what CUDA says, and what
     test_pipelines.py covers): a CPU-only demo must retry with smaller tiles the same way."""
-    real_run, tiles = pipelines._run, []
+    real_run, tiles = _runner._run, []
     message = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
                "to allocate 40000000000 bytes. Error code 12 (Cannot allocate memory)")
 
@@ -253,11 +253,11 @@ def test_cpu_out_of_memory_is_retried_with_smaller_tiles(monkeypatch, models):
             raise RuntimeError(message)
         return real_run(fn, x, tile=tile, **kw)
 
-    monkeypatch.setattr(pipelines, "_run", small_memory)
+    monkeypatch.setattr(_runner, "_run", small_memory)
     out, info = pipelines.upscale(models["sr-x2"], noise(200, 150))
     assert out.size == (400, 300) and info.tiled and tiles == [None, 100, 50] and info.tile_size == 50
     assert any("out of memory" in n for n in info.notes)
-    monkeypatch.setattr(pipelines, "_run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(message)))
+    monkeypatch.setattr(_runner, "_run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(message)))
     with pytest.raises(CnnImgError, match="ran out of memory"):
         pipelines.denoise(models["denoise"], noise(40, 40), 10)
 

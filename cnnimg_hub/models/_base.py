@@ -1,18 +1,20 @@
 """The base every model family derives from: `nn.Module` + `PyTorchModelHubMixin`.
 
-Architectures stay in their own files; what the mixin writes (weights, config, card) is delegated to `_hub`, so
+Architectures stay in their own files; what the mixin writes (weights, config, card) comes from `_folder`, so
 `model.save_pretrained(dir)` and `model.push_to_hub(repo)` produce exactly config.json + model.safetensors +
-README.md with the enriched config and our model card.
+README.md with the enriched config and our model card. The Hub client code (`_hub`) is never imported here.
 """
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import nn
+
+from .._folder import model_card, write_config, write_weights
+from ..spec import InferenceSpec
 
 
 class HubModel(
@@ -22,15 +24,15 @@ class HubModel(
     repo_url="https://github.com/cnnimg-hub/cnnimg-hub",
     license="mit",
 ):
-    """Common base. Subclasses set ``task`` and may extend ``inference_config``."""
+    """Common base. Subclasses set ``task`` and return their ``inference_spec``."""
 
     task: str = ""
 
-    def inference_config(self) -> dict[str, Any]:
+    def inference_spec(self) -> InferenceSpec:
         """What a consumer needs to feed the model, written into config.json next to the init arguments."""
-        return {}
+        return InferenceSpec(self.task)
 
-    # --- Hub plumbing (kept in _hub.py; imported lazily to avoid an import cycle)
+    # --- what the mixin writes
     def save_pretrained(self, save_directory, **kwargs):  # type: ignore[override]
         """Write the folder through a temp folder beside it, then move each file into place: a crash part-way
         leaves the previous model intact (the mixin alone deletes config.json first and keeps a stale card)."""
@@ -45,12 +47,8 @@ class HubModel(
         return result
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        from .._hub import write_config, write_weights
-
         write_weights(self, Path(save_directory) / "model.safetensors")
         write_config(self, Path(save_directory) / "config.json")
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
-        from .._hub import model_card
-
         return model_card(self, **kwargs)

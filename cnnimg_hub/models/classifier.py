@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .._registry import register_model
+from ..spec import InferenceSpec
 from ._base import HubModel
 
 CIFAR10_LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -72,10 +73,10 @@ class ResNetClassifier(HubModel, tags=["image-classification", "cnn"]):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(widths[-1], num_classes)
 
-    def inference_config(self) -> dict:
-        return {"input_size": [self.in_channels, self.image_size, self.image_size], "input_range": [0, 1],
-                "color_mode": "RGB" if self.in_channels == 3 else "L", "interpolation": "bicubic",
-                "crop": "center", "output": "logits"}
+    def inference_spec(self) -> InferenceSpec:
+        return InferenceSpec(self.task, input_size=[self.in_channels, self.image_size, self.image_size],
+                             input_range=[0, 1], color_mode="RGB" if self.in_channels == 3 else "L",
+                             interpolation="bicubic", crop="center", output="logits")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1] -> pooled features (N, widths[-1]); the space our generator FID uses."""

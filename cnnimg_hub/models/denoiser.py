@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._registry import register_model
+from ..spec import InferenceSpec
 from ._base import HubModel
 from ._blocks import ResUNet
 
@@ -50,10 +51,10 @@ class FFDNet(HubModel, tags=["denoising", "ffdnet"]):
         nn.init.zeros_(self.body[-1].weight)  # start as the identity (no noise removed), not as random noise
         nn.init.zeros_(self.body[-1].bias)
 
-    def inference_config(self) -> dict:
-        return {"input_range": [0, 1], "color_mode": "RGB" if self.in_channels == 3 else "L",
-                "noise": "additive white Gaussian", "sigma_scale": 255, "max_sigma": self.max_sigma,
-                "min_size": 2, "multiple_of": 2, "tile_size": 512, "tile_overlap": 32}
+    def inference_spec(self) -> InferenceSpec:
+        return InferenceSpec(self.task, input_range=[0, 1], color_mode="RGB" if self.in_channels == 3 else "L",
+                             noise="additive white Gaussian", sigma_scale=255, max_sigma=self.max_sigma,
+                             min_size=2, multiple_of=2, tile_size=512, tile_overlap=32)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         """x (N, C, H, W) noisy in [0, 1], H and W even; sigma: noise std on the 0-255 scale, scalar or (N,)."""
@@ -87,11 +88,11 @@ class UNetDenoiser(HubModel, tags=["denoising", "unet", "drunet"]):
         self.tail = nn.Conv2d(channels[0], in_channels, 3, padding=1, bias=False)
         nn.init.zeros_(self.tail.weight)  # start as the identity
 
-    def inference_config(self) -> dict:
+    def inference_spec(self) -> InferenceSpec:
         m = 2 ** self.levels
-        return {"input_range": [0, 1], "color_mode": "RGB" if self.in_channels == 3 else "L",
-                "noise": "additive white Gaussian", "sigma_scale": 255, "max_sigma": self.max_sigma,
-                "min_size": m, "multiple_of": m, "tile_size": 512, "tile_overlap": 32}
+        return InferenceSpec(self.task, input_range=[0, 1], color_mode="RGB" if self.in_channels == 3 else "L",
+                             noise="additive white Gaussian", sigma_scale=255, max_sigma=self.max_sigma,
+                             min_size=m, multiple_of=m, tile_size=512, tile_overlap=32)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         """x (N, C, H, W) noisy in [0, 1], H and W multiples of 2**levels; sigma: 0-255 scale, scalar or (N,)."""

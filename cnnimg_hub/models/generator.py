@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._registry import register_model
+from ..spec import InferenceSpec
 from ._base import HubModel
 from .classifier import FASHION_MNIST_LABELS
 
@@ -82,9 +83,9 @@ class ConditionalGenerator(_Sampler, HubModel, tags=["image-generation", "gan", 
             nn.Conv2d(c, out_channels, 3, padding=1), nn.Tanh(),
         )
 
-    def inference_config(self) -> dict:
-        return {"output_size": [self.out_channels, self.image_size, self.image_size], "output_range": [0, 1],
-                "latent_dim": self.latent_dim, "kind": "gan"}
+    def inference_spec(self) -> InferenceSpec:
+        return InferenceSpec(self.task, output_size=[self.out_channels, self.image_size, self.image_size],
+                             output_range=[0, 1], latent_dim=self.latent_dim, kind="gan")
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(N, latent_dim), (N,) -> images in [-1, 1] (the range the discriminator trains on)."""
@@ -130,9 +131,9 @@ class ConditionalVAE(_Sampler, HubModel, tags=["image-generation", "vae"]):
         )
         self._c = c
 
-    def inference_config(self) -> dict:
-        return {"output_size": [self.in_channels, self.image_size, self.image_size], "output_range": [0, 1],
-                "latent_dim": self.latent_dim, "kind": "vae"}
+    def inference_spec(self) -> InferenceSpec:
+        return InferenceSpec(self.task, output_size=[self.in_channels, self.image_size, self.image_size],
+                             output_range=[0, 1], latent_dim=self.latent_dim, kind="vae")
 
     def encode(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x in [0, 1] -> (mu, logvar) of q(z | x, class)."""

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._registry import register_model
+from ..spec import InferenceSpec
 from ._base import HubModel
 from ._blocks import ResUNet
 
@@ -54,11 +55,11 @@ class _InpaintBase(HubModel):
     levels: int
     min_multiples = 1  # min_size = min_multiples * 2 ** levels
 
-    def inference_config(self) -> dict:
+    def inference_spec(self) -> InferenceSpec:
         m = 2 ** self.levels
-        return {"input_range": [0, 1], "color_mode": "RGB" if self.in_channels == 3 else "L",
-                "mask_convention": "1 = hole (pixels to fill), 0 = known", "min_size": self.min_multiples * m,
-                "multiple_of": m, "tile_size": 512, "tile_overlap": 64}
+        return InferenceSpec(self.task, input_range=[0, 1], color_mode="RGB" if self.in_channels == 3 else "L",
+                             mask_convention="1 = hole (pixels to fill), 0 = known", min_size=self.min_multiples * m,
+                             multiple_of=m, tile_size=512, tile_overlap=64)
 
     def _check_size(self, image: torch.Tensor) -> None:
         m = 2 ** self.levels

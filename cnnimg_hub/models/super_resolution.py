@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._registry import register_model
+from ..spec import InferenceSpec
 from ._base import HubModel
 
 SCALES = (2, 3, 4)
@@ -30,9 +31,9 @@ class _SRBase(HubModel):
     scale: int
     tile_size = 192
 
-    def inference_config(self) -> dict:
-        return {"input_range": [0, 1], "color_mode": "RGB" if self.in_channels == 3 else "L", "min_size": 1, "multiple_of": 1,
-                "tile_size": self.tile_size, "tile_overlap": 12}
+    def inference_spec(self) -> InferenceSpec:
+        return InferenceSpec(self.task, input_range=[0, 1], color_mode="RGB" if self.in_channels == 3 else "L",
+                             min_size=1, multiple_of=1, tile_size=self.tile_size, tile_overlap=12)
 
 
 class ESPCN(_SRBase, tags=["super-resolution", "espcn"]):
