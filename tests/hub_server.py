@@ -16,6 +16,7 @@ Supported (models, datasets and spaces):
 * ``POST /api/{type}s/{ns}/{name}/paths-info/{rev}``         get_paths_info
 * ``POST /api/{type}s/{ns}/{name}/preupload/{rev}``          upload step 1: always "regular" mode
 * ``POST /api/{type}s/{ns}/{name}/commit/{rev}``             upload step 2: NDJSON commit
+                                                             (``?create_pr=1``: a pull request, ref ``refs/pr/N``)
 * ``POST /api/{type}s/{ns}/{name}/branch/{branch}``          create_branch (409 if it exists)
 * ``HEAD|GET /[{type}s/]{ns}/{name}/resolve/{rev}/{path}``   hf_hub_download (Range supported)
 
@@ -194,6 +195,8 @@ def resolve_revision(state: dict, rev: str) -> dict:
     """Branch, tag or full commit sha -> commit dict (404 RevisionNotFound otherwise)."""
     check_revision(rev)
     sha = state["branches"].get(rev) or state["tags"].get(rev)
+    if sha is None and (pr := re.fullmatch(r"refs/pr/(\d+)", rev)):
+        sha = state.get("prs", {}).get(pr.group(1))
     if sha is None and _SHA_RE.fullmatch(rev):
         sha = rev
     try:
@@ -233,10 +236,16 @@ class HubServer:
     """In-process Hub. ``start()`` returns the endpoint URL; ``stop()`` shuts it down.
 
     Test knobs:
-      fail_mode      None (normal), "500" (answer every request with HTTP 500) or
-                     "stall" (wait ``stall_seconds`` before answering normally; a
-                     stalled request is released early when fail_mode changes or on stop()).
+      fail_mode      None (normal), "500" (answer every request with HTTP 500),
+                     "stall" (wait ``stall_seconds`` before answering normally),
+                     "stall-upload" (a commit request: read half of its body, then wait
+                     ``stall_seconds`` and close without answering) or
+                     "stall-download" (a file download: send the headers and half of
+                     the file, then wait and close; a resumed download (Range) gets the
+                     headers only). A stalled request is released early when fail_mode
+                     changes or on stop().
       requests       [(method, raw path without query)] of every request received.
+      user_agents    the User-Agent header of every request received.
     """
 
     def __init__(self, root: Path | str | None = None):
@@ -247,6 +256,7 @@ class HubServer:
         self.fail_mode: str | None = None
         self.stall_seconds: float = 30.0
         self.requests: list[tuple[str, str]] = []
+        self.user_agents: list[str] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -323,16 +333,21 @@ class HubServer:
         ]
         return [(methods, re.compile(pattern), handler) for methods, pattern, handler in table]
 
+    def stall(self) -> None:
+        """Wait ``stall_seconds``, or until fail_mode changes or the server stops."""
+        mode, deadline = self.fail_mode, time.monotonic() + self.stall_seconds
+        while self.fail_mode == mode and time.monotonic() < deadline:
+            if self._stopping.wait(0.02):
+                break
+
     def handle(self, req: Request) -> Response:
         """Entry point for every request (called from the handler threads)."""
         self.requests.append((req.method, req.path))
+        self.user_agents.append(req.headers.get("User-Agent", ""))
         if self.fail_mode == "500":
             return json_response({"error": "Internal Error (HubServer fail_mode='500')"}, status=500)
         if self.fail_mode == "stall":
-            deadline = time.monotonic() + self.stall_seconds
-            while self.fail_mode == "stall" and time.monotonic() < deadline:
-                if self._stopping.wait(0.02):
-                    break
+            self.stall()
         try:
             for methods, pattern, handler in self._routes:
                 match = pattern.fullmatch(req.path)
@@ -446,7 +461,7 @@ class HubServer:
 
         return json_response({
             "branches": refs("heads", state["branches"]), "tags": refs("tags", state["tags"]),
-            "converts": [], "pullRequests": [],
+            "converts": [], "pullRequests": refs("pr", state.get("prs", {})),
         })  # fmt: skip
 
     def _list_commits(self, req: Request, type_plural: str, ns: str, name: str, rev: str) -> Response:
@@ -471,13 +486,11 @@ class HubServer:
         return json_response([listing[p] for p in wanted if p in listing])
 
     def _preupload(self, req: Request, type_plural: str, ns: str, name: str, rev: str) -> Response:
-        if req.query.get("create_pr"):
-            raise HubError(400, "create_pr is not supported by HubServer")
         body = req.json()
         with self.store.lock:
             state = self._load_repo(type_plural, ns, name)
             check_revision(rev)
-            head = state["branches"].get(rev) or state["branches"]["main"]  # new branch => starts from main
+            head = self._head(state, rev)
             files = find_commit(state, head)["files"]
         answer = []
         for item in body.get("files", []):
@@ -500,9 +513,18 @@ class HubServer:
             self.store.save(state)
         return json_response({})
 
+    @staticmethod
+    def _head(state: dict, rev: str) -> str:
+        """The commit a commit to ``rev`` starts from: a branch's or pull request's head (a new branch: main's)."""
+        pr = re.fullmatch(r"refs/pr/(\d+)", rev)
+        if pr:
+            if pr.group(1) not in state.get("prs", {}):
+                raise HubError(404, f"Invalid rev id: {rev}", code="RevisionNotFound")
+            return state["prs"][pr.group(1)]
+        return state["branches"].get(rev) or state["branches"]["main"]
+
     def _commit(self, req: Request, type_plural: str, ns: str, name: str, rev: str) -> Response:
-        if req.query.get("create_pr"):
-            raise HubError(400, "create_pr is not supported by HubServer")
+        create_pr = req.query.get("create_pr", ["0"])[0] in ("1", "true", "True")
         if _SHA_RE.fullmatch(check_revision(rev)):
             raise HubError(400, f"Cannot commit to a commit sha, use a branch name: {rev}")
         try:
@@ -514,7 +536,7 @@ class HubServer:
             raise HubError(400, "Commit payload needs a header line with a summary")
         with self.store.lock:
             state = self._load_repo(type_plural, ns, name)
-            parent = find_commit(state, state["branches"].get(rev) or state["branches"]["main"])
+            parent = find_commit(state, self._head(state, rev))
             if header.get("parentCommit") and header["parentCommit"] != parent["id"]:
                 raise HubError(412, "A commit has happened since. Please refresh and try again.")
             files = dict(parent["files"])
@@ -539,11 +561,20 @@ class HubServer:
                 else:  # "lfsFile" would need an LFS/Xet upload, which preupload never asks for
                     raise HubError(400, f"Unsupported commit operation {key!r} (HubServer only does regular files)")
             commit = self._new_commit(state, parent, files, header["summary"], header.get("description") or "")
-            state["branches"][rev] = commit["id"]
+            prs = state.setdefault("prs", {})
+            pr_url = None
+            if create_pr:  # a pull request: its own ref, the branch stays where it was
+                number = str(len(prs) + 1)
+                prs[number] = commit["id"]
+                pr_url = f"{self._repo_url(state)}/discussions/{number}"
+            elif rev.startswith("refs/pr/"):
+                prs[rev.removeprefix("refs/pr/")] = commit["id"]
+            else:
+                state["branches"][rev] = commit["id"]
             self.store.save(state)
         return json_response({
             "success": True, "commitOid": commit["id"], "commitUrl": f"{self._repo_url(state)}/commit/{commit['id']}",
-            "hookOutput": "", "pullRequestUrl": None,
+            "hookOutput": "", "pullRequestUrl": pr_url,
         })  # fmt: skip
 
     def _resolve(self, req: Request, type_plural: str | None, ns: str, name: str, rev: str, path: str) -> Response:
@@ -584,17 +615,31 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "HubServer/1.0"
 
     def _serve(self) -> None:
+        hub = self.server.hub
         raw_path, _, query = self.path.partition("?")
+        if hub.fail_mode == "stall-upload" and self.command == "POST" and "/commit/" in raw_path:
+            hub.requests.append((self.command, raw_path))
+            self.rfile.read(int(self.headers.get("Content-Length") or 0) // 2)  # half the upload arrives
+            hub.stall()
+            self.close_connection = True
+            return
         req = Request(self.command, raw_path, parse_qs(query), self.headers, self._read_body())
-        resp = self.server.hub.handle(req)
+        resp = hub.handle(req)
         self.send_response(resp.status)
         for key, value in resp.headers.items():
             self.send_header(key, value)
         self.send_header("Content-Type", resp.content_type)
         self.send_header("Content-Length", str(len(resp.body)))
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(resp.body)
+        if self.command == "HEAD":
+            return
+        if hub.fail_mode == "stall-download" and "/resolve/" in raw_path and resp.status in (200, 206):
+            self.wfile.write(b"" if self.headers.get("Range") else resp.body[: len(resp.body) // 2])
+            self.wfile.flush()
+            hub.stall()
+            self.close_connection = True
+            return
+        self.wfile.write(resp.body)
 
     def _read_body(self) -> bytes:
         # Always read the whole body, even when answering an error: closing a socket
