@@ -144,28 +144,37 @@ def resolve_folder(source: str | Path, revision: str | None = None, *, cache_dir
         raise ModelNotFoundError(f"{str(source)!r} is neither an existing folder nor a Hub repo id like 'user/name'")
     if revision is not None and (not REVISION.match(revision) or ".." in revision):
         raise ModelNotFoundError(f"{revision!r} is not a valid revision (a branch, tag or commit sha)")
-    commit, unreachable = None, None
+    online = not (local_files_only or constants.HF_HUB_OFFLINE)
+    commit, files, unreachable = (revision if COMMIT_SHA.match(revision or "") else None), None, None
     try:
-        if not (local_files_only or constants.HF_HUB_OFFLINE or COMMIT_SHA.match(revision or "")):
-            # snapshot_download asks for the commit with no timeout, so a stalled Hub would hang us for as long as
-            # it stalls: ask first, bounded, then download that commit (and fall back to the cache when unanswered).
-            try:
-                commit = HfApi(token=token).repo_info(text, revision=revision, timeout=HUB_TIMEOUT).sha
-            except (httpx2.TimeoutException, httpx2.NetworkError) as e:
-                unreachable = e
-            except HfHubHTTPError as e:
-                if e.response is not None and e.response.status_code < 500:
-                    raise
-                unreachable = e  # the Hub is down: the cache may have it
-        path = snapshot_download(text, revision=commit or revision, cache_dir=cache_dir, token=token,
-                                 local_files_only=local_files_only or unreachable is not None,
-                                 allow_patterns=list(FILES) + ["*.bin", "*.pt"], etag_timeout=HUB_TIMEOUT)
+        with _bounded(HUB_TIMEOUT):
+            if online and commit is None:  # which commit the branch or tag is at, and its files
+                try:
+                    info = HfApi(token=token, **CLIENT).repo_info(text, revision=revision, timeout=HUB_TIMEOUT)
+                    commit, files = info.sha, {s.rfilename for s in info.siblings or []}
+                except (httpx2.TimeoutException, httpx2.NetworkError) as e:
+                    unreachable = e
+                except HfHubHTTPError as e:
+                    if e.response is not None and e.response.status_code < 500:
+                        raise
+                    unreachable = e  # the Hub is down: the cache may have it
+            if online and commit is not None:
+                path = _download(text, commit, files, cache_dir=cache_dir, token=token)
+            else:  # offline, or the Hub did not answer: the cache only, no request
+                path = snapshot_download(text, revision=revision, cache_dir=cache_dir, token=token,
+                                         local_files_only=True, allow_patterns=list(FILES), **CLIENT)
     except LocalEntryNotFoundError as e:
         if isinstance(unreachable, httpx2.TimeoutException):
             raise HubError(f"the Hub did not answer within {HUB_TIMEOUT:g} s while fetching {text}"
                            f"{'@' + revision if revision else ''}, and no copy is in the local cache; try again "
                            f"later, or pass a local folder") from unreachable
         raise _hub_error(e, text, revision) from e
+    except httpx2.TimeoutException as e:
+        raise HubError(f"the Hub stopped sending {text}{'@' + revision if revision else ''} (no data for "
+                       f"{HUB_TIMEOUT:g} s, after retries); try again later: the download resumes where it "
+                       f"stopped") from e
+    except httpx2.TransportError as e:
+        raise HubError(f"the connection to the Hub failed while fetching {text}: {e}; try again later") from e
     except (HfHubHTTPError, EntryNotFoundError, OSError, ValueError) as e:  # map the client's errors, keep the cause
         raise _hub_error(e, text, revision) from e
     if commit is not None and commit != revision:
@@ -177,6 +186,26 @@ def resolve_folder(source: str | Path, revision: str | None = None, *, cache_dir
         except OSError:
             pass  # a read-only cache: the download itself worked
     return Path(path)
+
+
+def _download(repo_id: str, commit: str, files: set[str] | None, **kwargs: Any) -> str:
+    """The snapshot folder of `commit` in the cache, with config.json, model.safetensors and (when the repo has
+    one) README.md downloaded one after another. `files`: the repo's files, when known."""
+    if files is not None and FILES[1] not in files:
+        pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise ModelLoadError(f"Hub repo {repo_id} has no {FILES[1]} (found {pickles}: pickle files are never "
+                                 f"loaded, convert them to safetensors)")
+    path = None
+    for name in FILES:
+        if name == "README.md" and files is not None and name not in files:
+            continue
+        try:
+            path = hf_hub_download(repo_id, name, revision=commit, etag_timeout=HUB_TIMEOUT, **CLIENT, **kwargs)
+        except EntryNotFoundError:
+            if name != "README.md":
+                raise
+    return str(Path(path).parent)
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -265,24 +294,58 @@ def load_model(source: str | Path, revision: str | None = None, *, task: str | N
 
 
 # ----------------------------------------------------------------------------------------------- pushing
-def push_to_hub(folder: str | Path, repo_id: str, *, revision: str | None = None, token: str | bool | None = None,
-                private: bool = False, commit_message: str | None = None) -> str:
-    """Upload a model folder (checked to load first) to `repo_id` in one commit; returns the commit sha.
+def _edited_on_hub(api: HfApi, repo_id: str, revision: str | None) -> bool:
+    """True when `repo_id` has a README.md that cnnimg-hub did not write, or that was changed since."""
+    with tempfile.TemporaryDirectory(prefix="cnnimg-card-") as tmp:
+        try:
+            path = api.hf_hub_download(repo_id, "README.md", revision=revision, cache_dir=tmp,
+                                       etag_timeout=PUSH_TIMEOUT)
+        except (EntryNotFoundError, RevisionNotFoundError):
+            return False
+        return not is_unedited(Path(path).read_text(encoding="utf-8", errors="replace"))
 
-    `revision` is the branch to commit to (created from main if new). The token comes from the argument, HF_TOKEN
-    or the huggingface_hub login, and is never printed or written anywhere.
+
+def push_to_hub(folder: str | Path, repo_id: str, *, revision: str | None = None, token: str | bool | None = None,
+                private: bool = False, commit_message: str | None = None, create_pr: bool = False,
+                overwrite_card: bool = False) -> CommitInfo:
+    """Upload a model folder (checked to load first) to `repo_id` in one commit; returns huggingface_hub's
+    CommitInfo (`.oid` is the commit sha, `.pr_url` the pull request with `create_pr`).
+
+    The card uploaded is the folder's card written for `repo_id` (its usage loads `repo_id`); a card edited by hand
+    in the folder goes as it is. A README.md that was edited on the Hub is kept (with a warning) unless
+    `overwrite_card`. `revision` is the branch to commit to (created from main if new); `create_pr` opens a pull
+    request against it instead. Every request waits at most PUSH_TIMEOUT seconds. The token comes from the
+    argument, HF_TOKEN or the huggingface_hub login, and is never printed or written anywhere.
     """
     folder = Path(folder)
-    load_model(folder)  # refuse to publish something that does not load
+    model = load_model(folder)  # refuse to publish something that does not load
     if not REPO_ID.match(repo_id) or ".." in repo_id:
         raise HubError(f"{repo_id!r} is not a Hub repo id like 'user/name'")
-    api = HfApi(token=token)
+    card = (folder / "README.md").read_text() if (folder / "README.md").is_file() else None
+    if card is not None and is_unedited(card):
+        card = render_card(model.config, **{**read_card(card), "repo_id": repo_id, "local_path": None})
+    api = HfApi(token=token, **CLIENT)
+    kept = False
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        if revision and revision != "main":
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = api.upload_folder(folder_path=folder, repo_id=repo_id, revision=revision, allow_patterns=list(FILES),
-                                 commit_message=commit_message or f"Upload {folder.name} with cnnimg-hub")
+        with _bounded(PUSH_TIMEOUT):
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision and revision != "main":
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            kept = card is not None and not overwrite_card and _edited_on_hub(api, repo_id, revision)
+            ops = [CommitOperationAdd(name, str(folder / name)) for name in (FILES[0], FILES[1], SAMPLE)
+                   if (folder / name).is_file()]
+            if card is not None and not kept:
+                ops.append(CommitOperationAdd("README.md", card.encode()))
+            info = api.create_commit(repo_id, ops, revision=revision, create_pr=create_pr,
+                                     commit_message=commit_message or f"Upload {folder.name} with cnnimg-hub")
+    except httpx2.TimeoutException as e:
+        raise HubError(f"the Hub did not answer within {PUSH_TIMEOUT:g} s while pushing {folder} to {repo_id}; "
+                       f"the commit may not have been made: look at the repo, then push again") from e
+    except httpx2.TransportError as e:
+        raise HubError(f"pushing {folder} to {repo_id} failed: the Hub could not be reached ({e})") from e
     except HfHubHTTPError as e:
         raise HubError(f"pushing {folder} to {repo_id} failed: {e}") from e
-    return info.oid
+    if kept:
+        log.warning("kept the README.md of %s: it was edited on the Hub (push with --overwrite-card, or "
+                    "overwrite_card=True, to replace it with this folder's card)", repo_id)
+    return info

@@ -73,7 +73,8 @@ def test_forward_and_round_trip(name, tmp_path):
     assert type(loaded) is type(model) and loaded.config == config
     torch.testing.assert_close(run(loaded), out, rtol=0, atol=0)
     card = (tmp_path / "m" / "README.md").read_text()
-    assert "model-index" in card and "12.5" in card and "license: mit" in card
+    assert "metrics:\n- psnr" in card and "| Tiny |" in card and "12.5" in card and "license: mit" in card
+    assert "model-index" not in card  # "Tiny" is no dataset id on the Hub: named in the text only
     assert "More Information Needed" not in card
 
 

@@ -385,8 +385,9 @@ def finish(model, out_dir: Path, run_dir: Path, cfg, *, eval_results: list[dict]
            lineage: list[dict] | None = None) -> None:
     """Write the Hub-ready folder (config.json, model.safetensors, README.md card with the results), the run's
     training_config.json and metrics.json beside the checkpoint, and optionally push the folder. `lineage` (every
-    run in the chain, see `lineage_entry`) goes into the training config with its totals. Absolute paths are
-    written as their last component (a card never shows a machine's folders)."""
+    run in the chain, see `lineage_entry`) goes into the training config with its totals. The card writes absolute
+    paths as their last component (it never shows a machine's folders) and embeds a before/after sample picture
+    for restoration models; `python -m cnnimg_hub refresh-card FOLDER` writes card and sample again later."""
     from cnnimg_hub import push_to_hub as push
     from cnnimg_hub import save_model
 
@@ -395,17 +396,15 @@ def finish(model, out_dir: Path, run_dir: Path, cfg, *, eval_results: list[dict]
     if lineage:
         training_config["lineage"] = lineage
         training_config["lineage_totals"] = lineage_totals(lineage)
-    card_config = {k: (Path(v).name if isinstance(v, str) and os.path.isabs(v) else v)
-                   for k, v in training_config.items()}
-    save_model(model, out_dir, eval_results=eval_results, datasets=datasets, training_config=card_config,
-               repo_id=push_to_hub or None, description=description)
+    save_model(model, out_dir, sample_image=True, eval_results=eval_results, datasets=datasets,
+               training_config=training_config, repo_id=push_to_hub or None, description=description)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "training_config.json").write_text(json.dumps(training_config, indent=2) + "\n")
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"wrote {out_dir}: {json.dumps(metrics)}")
     if push_to_hub:
-        sha = push(out_dir, push_to_hub)
-        print(f"pushed {out_dir} to {push_to_hub} @ {sha}")
+        info = push(out_dir, push_to_hub)
+        print(f"pushed {out_dir} to {push_to_hub} @ {info.oid}: {info.commit_url}")
 
 
 # ----------------------------------------------------------------------------------------------- image folders
