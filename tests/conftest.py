@@ -146,3 +146,61 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
+
+
+# ----------------------------------------------------------------------------------------------- the app
+# The app's weights folder names, with tiny untrained models that run in milliseconds (the app reads its model
+# lists from the folder, so these tests do not depend on trained weights).
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # makes `import app` work
+TINY_APP_MODELS = {
+    "classify-cifar10": ("classifier-cifar10", dict(widths=[8, 16])),
+    "classify-fashion-mnist": ("classifier-fashion-mnist", dict(widths=[8, 16])),
+    "generate-fashion-mnist-gan": ("generator-dcgan", dict(base_channels=8)),
+    "generate-fashion-mnist-vae": ("generator-vae", dict(base_channels=8)),
+    "sr-x2": ("sr-espcn", dict(scale=2, n_feats=8, n_layers=1)),
+    "sr-x4": ("sr-espcn", dict(scale=4, n_feats=8, n_layers=1)),
+    "inpaint": ("inpaint-gated-unet", dict(base_channels=8)),
+    "denoise": ("denoise-ffdnet-small", dict(n_feats=8, n_layers=3)),
+}
+
+
+def _make_weights(folder: Path, table: dict = TINY_APP_MODELS) -> Path:
+    import cnnimg_hub
+    import torch
+
+    torch.manual_seed(0)
+    for name, (model_name, kwargs) in table.items():
+        cnnimg_hub.save_model(cnnimg_hub.create_model(model_name, **kwargs), folder / name)
+    return folder
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def make_weights():
+    """make_weights(folder, table=TINY_APP_MODELS): writes tiny model folders, returns the folder."""
+    return _make_weights
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """free_port(): a free TCP port on 127.0.0.1."""
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    return _make_weights(tmp_path_factory.mktemp("tiny-weights"))
+
+
+@pytest.fixture(scope="session")
+def endpoints():
+    """endpoints(demo): {api_name: the handler behind it}, to call the app's handlers in-process."""
+    return lambda demo: {f.api_name: f.fn for f in demo.fns.values() if f.api_name}
