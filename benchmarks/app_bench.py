@@ -80,8 +80,8 @@ def bench_app(ctx: Context) -> None:
         sys.path.insert(0, str(ROOT))
         import app  # noqa: PLC0415  (builds the module-level demo for the same weights)
 
-        store = app.ModelStore(ctx.weights, ctx.device.type)
-        handler = measure(lambda: app.upscale_image(store, str(photo), scale, name, "", False), ctx, repeats=n)
+        upscale = next(f.fn for f in app.demo.fns.values() if f.api_name == "upscale")
+        handler = measure(lambda: upscale(str(photo), scale, name, "", False), ctx, repeats=n)
     finally:
         stop_server(proc)  # the app process started above, by its id
         log.close()

@@ -46,11 +46,12 @@ log = logging.getLogger("cnnimg_hub.app")
 # -------------------------------------------------------------------------------------------------- errors
 # Library messages speak to a programmer (argument names, local folders); a web user gets these sentences instead.
 _WEB_WORDS = [
-    (r"^.* is (\d+)x(\d+) = [\d,]+ pixels, over the [\d,]+ pixel limit.*$",
-     lambda m: f"The image is {m[1]}x{m[2]} pixels, over this demo's limit of {MAX_PIXELS / 1e6:g} megapixels: "
-               f"shrink it, or run the command line (python -m cnnimg_hub) on big images."),
-    (r"^.* (is larger than|is [\d,]+ bytes, over the) .*max_bytes.*$",
-     lambda m: f"The file is over {MAX_BYTES // 2 ** 20} MB: save it smaller (JPEG or WebP) and upload it again."),
+    (r"^(.*) is (\d+)x(\d+) = [\d,]+ pixels, over the [\d,]+ pixel limit.*$",
+     lambda m: f"{m[1]} is {m[2]}x{m[3]} pixels, over this demo's {MAX_PIXELS / 1e6:g} megapixel limit: shrink it, "
+               f"or run the command line (python -m cnnimg_hub) on big images."),
+    (r"^(.*) (is larger than|is [\d,]+ bytes, over the) .*max_bytes.*$",
+     lambda m: f"{m[1]} is over this demo's {MAX_BYTES // 2 ** 20} MB limit: save it smaller (JPEG or WebP) and "
+               f"upload it again."),
     (r"^sigma must be between 0 and ([\d.]+) .*$",
      lambda m: f"This model removes noise up to sigma {m[1]}: lower the noise level, or tick Auto."),
     (r"connect once to download it, or pass a local folder", lambda m: "try again later, or choose a shipped model"),

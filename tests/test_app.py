@@ -175,7 +175,7 @@ def test_errors_are_sentences_and_one_log_line(fn, photo, tmp_path, weights_too_
             fn["upscale"](str(bad), 4, "sr-x4", "", False)
     assert "notes.png" in e.value.message and str(tmp_path) not in e.value.message
     assert e.value.print_exception is False and len(caplog.records) == 1 and "\n" not in caplog.records[0].message
-    with pytest.raises(gr.Error, match=r"over this demo's limit of 4 megapixels: shrink it") as e:
+    with pytest.raises(gr.Error, match=r"big.png is 2100x2000 pixels, over this demo's 4 megapixel limit: shrink") as e:
         fn["classify"](str(weights_too_big_photo), "classify-cifar10", "")
     assert "max_pixels" not in e.value.message
     with pytest.raises(gr.Error, match="Upload an image"):

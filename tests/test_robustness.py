@@ -42,6 +42,8 @@ from cnnimg_hub.imageio import MODES  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import app  # noqa: E402
+import tabs  # noqa: E402
+from cnnimg_hub import compare  # noqa: E402
 
 # weights folder name -> (registered model, small arguments): the app's folder names, models that run in ms
 TINY_WEIGHTS = {
@@ -78,8 +80,9 @@ def sr_models():
 
 
 @pytest.fixture(scope="module")
-def store(weights):
-    return app.ModelStore(weights, "cpu")
+def fn(weights, endpoints):
+    """The app's handlers for these weights, by API name (the tabs build them inside create_tab)."""
+    return endpoints(app.build_demo(weights, "cpu"))
 
 
 # ----------------------------------------------------------------------------------------------- the files
@@ -387,107 +390,98 @@ def test_cli_reports_every_bad_file_and_every_bad_parameter(files, weights, tmp_
 
 
 # ----------------------------------------------------------------------------------------------- the app
-def app_call(task: str, store, path):
+def app_call(task: str, fn, path):
+    """The result of the app's handler: classify's labels, else the CNN result of the comparison."""
     if task == "classify":
-        return app.classify_image(store, str(path), "classify-cifar10", "")
+        return fn["classify"](str(path), "classify-cifar10", "")[0]
     if task == "upscale":
-        return app.upscale_image(store, str(path), 2, "sr-x2", "", False)
+        return fn["upscale"](str(path), 2, "sr-x2", "", False)[-1].cnn.image
     if task == "denoise":
-        return app.denoise_image(store, str(path), 10, False, False, "denoise", "")
+        return fn["denoise"](str(path), 10, False, False, "denoise", "")[-1].cnn.image
     # inpaint: the path is the uploaded mask; the editor holds a good image
-    return app.inpaint_image(store, {"background": noise(20, 12), "layers": [], "composite": None}, None, str(path),
-                             0, False, "inpaint", "")
+    return fn["inpaint"]({"background": noise(20, 12), "layers": [], "composite": None}, None, str(path), 0, False,
+                         "inpaint", "")[-1].cnn.image
 
 
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
-def test_bad_uploads_through_the_app_handlers(name, task, files, store):
+def test_bad_uploads_through_the_app_handlers(name, task, files, fn):
     with pytest.raises(gr.Error) as e:
-        app_call(task, store, files[name])
+        app_call(task, fn, files[name])
     message = e.value.message
     assert BAD_FILES[name][1] in message and name in message
     assert str(files[name].parent) not in message  # the upload is named by its file name, not the server's path
 
 
 @pytest.mark.parametrize("name", sorted(n for n in ODD_FILES if not n.startswith("strip")))
-def test_odd_uploads_through_the_app_handlers(name, files, store, monkeypatch):
-    monkeypatch.setattr(app, "BM3D_MAX_PIXELS", 0)  # the baseline takes a second per call on this CPU
+def test_odd_uploads_through_the_app_handlers(name, files, fn):
     size = ODD_FILES[name][1]
-    labels, *_ = app_call("classify", store, files[name])
-    assert len(labels) == 5
-    (_, sr), *_ = app_call("upscale", store, files[name])
-    assert sr.size == (2 * size[0], 2 * size[1])
-    _, result, *_ = app_call("denoise", store, files[name])
-    assert result.size == size
+    assert len(app_call("classify", fn, files[name])) == 5
+    assert app_call("upscale", fn, files[name]).size == (2 * size[0], 2 * size[1])
+    assert app_call("denoise", fn, files[name]).size == size
 
 
-def test_app_strip_and_oversized_output_are_clear(files, store, monkeypatch):
-    (_, sr), *_ = app_call("upscale", store, files["strip-10000x10.png"])
-    assert sr.size == (20000, 20)
-    monkeypatch.setattr(app, "MAX_SR_OUTPUT_PIXELS", 100_000)
-    with pytest.raises(gr.Error, match="output pixels"):
-        app_call("upscale", store, files["strip-10000x10.png"])
+def test_app_strip_and_oversized_output_are_clear(files, fn, monkeypatch):
+    assert app_call("upscale", fn, files["strip-10000x10.png"]).size == (20000, 20)
+    monkeypatch.setattr(tabs.upscale, "MAX_OUTPUT_PIXELS", 100_000)
+    with pytest.raises(gr.Error, match="would be over 0.1 megapixels: upload a smaller image"):
+        app_call("upscale", fn, files["strip-10000x10.png"])
 
 
 @pytest.mark.parametrize("size", [(1, 1), (3, 3), (8, 8), (12, 12)])
-def test_denoise_tab_on_tiny_images(size, store, monkeypatch, tmp_path):
+def test_denoise_tab_on_tiny_images(size, fn, monkeypatch, tmp_path):
     """bm3d raises on images under its 8 px block and segfaults (taking the server down) at exactly 8x8."""
-    real = app.baselines.bm3d_denoise
+    real = compare.classical.bm3d_denoise
 
     def guarded(image, sigma):
         assert min(image.size) >= 16, f"BM3D called on a {image.size} image"
         return real(image, sigma)
 
-    monkeypatch.setattr(app.baselines, "bm3d_denoise", guarded)
+    monkeypatch.setattr(compare.classical, "bm3d_denoise", guarded)
     noise(*size).save(tmp_path / "tiny.png")
-    noisy, result, bm3d, nlm, table, _ = app.denoise_image(store, str(tmp_path / "tiny.png"), 10, False, True,
-                                                           "denoise", "")
-    assert result.size == nlm.size == size and bm3d is None and "skipped" in table
+    c = fn["denoise"](str(tmp_path / "tiny.png"), 10, False, True, "denoise", "")[-1]
+    *_, table, _, c = fn["denoise_bm3d"](fn["denoise_nlm"](c)[-1], True)
+    cnn, nlm, bm3d = (m.image for m in c.methods)
+    assert cnn.size == nlm.size == size and bm3d is None and "skipped" in table
 
 
 @pytest.mark.parametrize("size", [(3, 3)])
-def test_inpaint_and_upscale_tabs_on_tiny_images(size, store):
+def test_inpaint_and_upscale_tabs_on_tiny_images(size, fn):
     editor = {"background": noise(*size), "layers": [Image.new("RGBA", size, (255, 0, 255, 255))], "composite": None}
-    _, result, telea, *_ = app.inpaint_image(store, editor, None, None, 0, True, "inpaint", "")
-    assert result.size == telea.size == size
-    (_, sr), *_ = app.upscale_image(store, editor["background"], 2, "sr-x2", "", True)  # 3x3: crop 2x2, down to 1x1
-    assert sr.size == (2, 2)
+    c = fn["inpaint_telea"](fn["inpaint"](editor, None, None, 0, True, "inpaint", "")[-1])[-1]
+    assert [m.image.size for m in c.methods] == [size, size]
+    c = fn["upscale"](editor["background"], 2, "sr-x2", "", True)[-1]  # 3x3: crop 2x2, down to 1x1
+    assert c.cnn.image.size == (2, 2)
 
 
 @pytest.mark.parametrize("args,match", [
     (("99", 0, 4), "not a class"), (("-1", 0, 4), "not a class"), (("0", 0, 65), "between 1 and 64"),
     (("0", 0, 0), "between 1 and 64"), (("0", -5, 4), "seed"), (("0", 2 ** 70, 4), "seed"),
-    (("0", 0, None), "Number of images"), (("0", 0, float("nan")), "Number of images"), ((None, 0, 2), "class")])
-def test_generate_handler_refuses_bad_parameters(args, match, store):
+    (("0", 0, None), "num_images"), (("0", 0, float("nan")), "num_images"), ((None, 0, 2), "class")])
+def test_generate_handler_refuses_bad_parameters(args, match, fn):
     with pytest.raises(gr.Error, match=match):
-        app.generate_images(store, "generate-fashion-mnist-gan", "", *args)
+        fn["generate"]("generate-fashion-mnist-gan", "", *args)
 
 
 @pytest.mark.parametrize("mask", ["wrong size", "non-binary", "full"])
-def test_inpaint_handler_masks(mask, store, tmp_path):
+def test_inpaint_handler_masks(mask, fn, tmp_path):
     img = noise(24, 16)
     m = {"wrong size": Image.new("L", (12, 8), 255), "full": Image.new("L", (24, 16), 255),
          "non-binary": Image.fromarray(np.tile(np.linspace(0, 255, 24).astype(np.uint8), (16, 1)))}[mask]
     m.save(tmp_path / "m.png")
     editor = {"background": img, "layers": [], "composite": None}
-    _, result, *_ = app.inpaint_image(store, editor, None, str(tmp_path / "m.png"), 0, False, "inpaint", "")
+    result = fn["inpaint"](editor, None, str(tmp_path / "m.png"), 0, False, "inpaint", "")[-1].cnn.image
     assert result.size == img.size
 
 
 # ----------------------------------------------------------------------------------------------- the served API
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_bad_uploads_through_gradio_client(weights, files):
+def test_bad_uploads_through_gradio_client(weights, files, free_port):
     from gradio_client import Client, handle_file
 
     demo = app.build_demo(weights, "cpu")
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                max_file_size=app.MAX_FILE_SIZE)
+                max_file_size=tabs.common.MAX_FILE_SIZE)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         for name, endpoint in (("bomb.png", "/upscale"), ("truncated.jpg", "/denoise")):
@@ -528,15 +522,15 @@ def test_stalled_hub_gives_a_bounded_wait_and_uses_the_cache(hub_server, hub_rep
     assert time.monotonic() - start < 3.5
 
 
-def test_stalled_hub_through_the_app_repo_box(hub_server, hub_repo, store, files, monkeypatch):
+def test_stalled_hub_through_the_app_repo_box(hub_server, hub_repo, fn, files, monkeypatch):
     monkeypatch.setattr(_hub, "HUB_TIMEOUT", 1.0)
     hub_server.fail_mode, hub_server.stall_seconds = "stall", 5.0
     start = time.monotonic()
     with pytest.raises(gr.Error, match="did not answer"):
-        app.upscale_image(store, str(files["gray.png"]), 2, "", f"tester/uncached-{uuid.uuid4().hex[:6]}", False)
+        fn["upscale"](str(files["gray.png"]), 2, "", f"tester/uncached-{uuid.uuid4().hex[:6]}", False)
     assert time.monotonic() - start < 3.5
     hub_server.fail_mode = None
-    (_, sr), *_ = app.upscale_image(store, str(files["gray.png"]), 2, "", hub_repo, False)  # fine once it answers
+    sr = fn["upscale"](str(files["gray.png"]), 2, "", hub_repo, False)[-1].cnn.image  # fine once it answers
     assert sr.size == (40, 24)
 
 
@@ -552,7 +546,7 @@ def upload_raw(folder: Path, repo: str) -> None:
 @pytest.mark.parametrize("case,match", [("other task", "'super-resolution' model"),
                                         ("unknown keys", r"unknown key\(s\) \['attention_heads'\]"),
                                         ("huge config", "byte limit"), ("not json", "not valid JSON")])
-def test_bad_hub_repos_through_the_app(case, match, hub_server, weights, store, files, tmp_path):
+def test_bad_hub_repos_through_the_app(case, match, hub_server, weights, fn, files, tmp_path):
     """Uploaded raw to the test Hub, then typed into the app's repo box: each refusal is a gr.Error naming it."""
     folder = tmp_path / "m"
     cnnimg_hub.save_model(cnnimg_hub.load_model(weights / "sr-x2"), folder)
@@ -566,9 +560,9 @@ def test_bad_hub_repos_through_the_app(case, match, hub_server, weights, store, 
     upload_raw(folder, repo)
     with pytest.raises(gr.Error, match=match):
         if case == "other task":
-            app.denoise_image(store, str(files["gray.png"]), 10, False, False, "denoise", repo)
+            fn["denoise"](str(files["gray.png"]), 10, False, False, "denoise", repo)
         else:
-            app.upscale_image(store, str(files["gray.png"]), 2, "sr-x2", repo, False)
+            fn["upscale"](str(files["gray.png"]), 2, "sr-x2", repo, False)
 
 
 TRAVERSALS = ["../../etc/passwd", "..", "/etc/passwd", "tester/../../etc", "tester/x@../../etc",
@@ -578,9 +572,9 @@ TRAVERSALS = ["../../etc/passwd", "..", "/etc/passwd", "tester/../../etc", "test
 
 
 @pytest.mark.parametrize("repo", TRAVERSALS)
-def test_path_traversal_in_the_repo_box_is_a_gr_error(repo, store, files, hub_server):
+def test_path_traversal_in_the_repo_box_is_a_gr_error(repo, fn, files, hub_server):
     n = len(hub_server.requests)
     with pytest.raises(gr.Error) as e:
-        app.upscale_image(store, str(files["gray.png"]), 2, "sr-x2", repo, False)
+        fn["upscale"](str(files["gray.png"]), 2, "sr-x2", repo, False)
     assert "root:" not in e.value.message  # no file content in the message
     assert all(".." not in path for _, path in hub_server.requests[n:])  # nothing traversal-like reached the Hub

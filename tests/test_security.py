@@ -22,21 +22,25 @@ import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 from urllib.parse import quote  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import cnnimg_hub  # noqa: E402
 from benchmarks.load_test import stop_server  # noqa: E402
-from test_robustness import free_port, make_weights, noise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hf_secretTOKENthatMUSTneverLEAK0123456789"
-APP_PY_MARKER = b'MAX_FILE_SIZE = "20mb"'  # a line of app.py
-MAX_UPLOAD = 20 * 1024 * 1024  # app.MAX_FILE_SIZE ("20mb")
+APP_PY_MARKER = b'QUEUE_SIZE = 16'  # a line of app.py
+MAX_UPLOAD = 20 * 1024 * 1024  # tabs.common.MAX_FILE_SIZE ("20mb")
 
 
 def files_under(folder: Path):
     return [p for p in Path(folder).rglob("*") if p.is_file()]
+
+
+def noise(w: int, h: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
 
 
 def assert_no_secret(folder: Path) -> None:
@@ -45,7 +49,7 @@ def assert_no_secret(folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, make_weights, free_port):
     """`python app.py` on a free port, with HF_TOKEN set; yields (url, weights, gradio temp dir, HF_HOME, log)."""
     root = tmp_path_factory.mktemp("served")
     weights = make_weights(root / "weights")
@@ -197,7 +201,7 @@ def test_hf_token_from_the_environment_is_never_written_or_printed(served, tmp_p
 
 
 # ----------------------------------------------------------------------------------------------- load test
-def test_load_test_runs_clean(tmp_path):
+def test_load_test_runs_clean(tmp_path, make_weights):
     weights = make_weights(tmp_path / "weights")
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load_test.py"), "--weights", str(weights),
                            "--seconds", "8", "--clients", "4", "--max-requests", "200", "--size", "32",
