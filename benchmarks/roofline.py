@@ -31,6 +31,7 @@ try:  # optional: the ONNX Runtime variant (requirements-dev.txt)
 except ImportError:
     ort = None
 from cnnimg_hub.degrade import random_mask
+from cnnimg_hub.export import to_onnx
 
 from ._measure import CLASSIFY_BATCH, GENERATE_N, MODELS, ROOT, SIGMA, Context, measure
 
@@ -163,9 +164,7 @@ def run_compile(ctx: Context, names: list[str]) -> dict[str, dict]:
 def onnx_session(call: nn.Module, inputs: tuple, threads: int):
     """(ONNX Runtime CPU session of `call` exported at these inputs' shapes, its input feeds)."""
     buf = io.BytesIO()
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings, as for jit.trace
-        torch.onnx.export(copy.deepcopy(call), inputs, buf, dynamo=False, opset_version=17)
+    to_onnx(call, inputs, buf)  # the export of `python -m cnnimg_hub export-onnx`, at fixed shapes
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])

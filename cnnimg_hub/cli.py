@@ -1,4 +1,5 @@
-"""Command line: ``python -m cnnimg_hub {classify,generate,upscale,inpaint,denoise,list,info} ...``.
+"""Command line: ``python -m cnnimg_hub {classify,generate,upscale,inpaint,denoise,list,info} ...``, and for
+publishing: ``push``, ``refresh-card``, ``export-onnx``, ``deploy-space``.
 
 Inputs are files or folders (searched recursively for images). Each bad file is reported with its error and
 skipped; the exit code is 0 when everything worked, 1 when anything failed, 2 for usage errors. Errors the
@@ -295,6 +296,50 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    from ._hub import push_to_hub
+
+    info = push_to_hub(args.folder, args.repo_id, revision=args.revision, token=args.token, private=args.private,
+                       commit_message=args.message, create_pr=args.create_pr, overwrite_card=args.overwrite_card)
+    print(f"pull request: {info.pr_url}" if info.pr_url else f"pushed {args.folder} to {args.repo_id}: "
+                                                             f"{info.commit_url}")
+    return 0
+
+
+def cmd_refresh_card(args: argparse.Namespace) -> int:
+    from ._hub import refresh_card
+
+    if args.repo_id and len(args.folders) > 1:
+        raise CnnImgError("--repo-id names the repo of one folder: pass one folder with it")
+    for folder in args.folders:
+        refresh_card(folder, repo_id=args.repo_id)
+        print(f"{folder}: README.md" + (", sample.jpg" if (Path(folder) / "sample.jpg").is_file() else "")
+              + " and the safetensors metadata written (tensors unchanged)")
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from ._hub import load_model
+    from .export import export_onnx
+
+    model = load_model(args.model)
+    for r in export_onnx(model, args.output):
+        print(f"ONNX Runtime vs PyTorch at input {'x'.join(map(str, r['shape']))}: max difference "
+              f"{r['max_abs_diff']:.3g}")
+    print(f"wrote {args.output} (float32; dynamic batch, height and width)")
+    return 0
+
+
+def cmd_deploy_space(args: argparse.Namespace) -> int:
+    from .space import deploy_space
+
+    weights = None if args.no_weights else Path(args.weights)
+    url = deploy_space(args.repo_id, models=args.models, weights=weights, hardware=args.hardware,
+                       private=args.private, token=args.token)
+    print(f"Space: {url}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cnnimg_hub", description=__doc__.split("\n\n")[0])
@@ -355,6 +400,40 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="registered models and the folders in weights/")
     p = sub.add_parser("info", help="print a model's config.json")
     p.add_argument("model", help="model folder or Hub repo id (user/name[@revision])")
+
+    def hub_access(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its "
+                                                               "visibility)")
+        p.add_argument("--token", help="Hub token (default: HF_TOKEN or `hf auth login`); never printed or written")
+
+    p = sub.add_parser("push", help="upload a model folder to the Hub in one commit")
+    p.add_argument("folder", help="model folder (config.json, model.safetensors, README.md)")
+    p.add_argument("repo_id", help="user/name")
+    hub_access(p)
+    p.add_argument("--revision", help="branch to commit to (created from main if new)")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    p.add_argument("--overwrite-card", action="store_true", help="replace a README.md that was edited on the Hub "
+                                                                 "(by default it is kept)")
+    p.add_argument("-m", "--message", help="commit message")
+
+    p = sub.add_parser("refresh-card", help="write a model folder's card, sample image and safetensors metadata "
+                                            "again from what the folder holds")
+    p.add_argument("folders", nargs="+", help="model folders, e.g. weights/*")
+    p.add_argument("--repo-id", help="the Hub repo the (one) folder is pushed to: its usage snippet loads that")
+
+    p = sub.add_parser("export-onnx", help="ONNX graph of an image-to-image or classification model, checked "
+                                           "against PyTorch")
+    p.add_argument("model", help="model folder or Hub repo id (user/name[@revision])")
+    p.add_argument("output", help="the .onnx file to write")
+
+    p = sub.add_parser("deploy-space", help="publish the app as a Gradio Space in one commit")
+    p.add_argument("repo_id", help="user/name of the Space")
+    hub_access(p)
+    p.add_argument("--models", nargs="*", default=[], metavar="REPO_ID",
+                   help="model repos the Space shows (its card's models:)")
+    p.add_argument("--weights", default=str(WEIGHTS_DIR), help="model folders to bundle (default: weights/)")
+    p.add_argument("--no-weights", action="store_true", help="bundle no model folders (the tabs load Hub repos)")
+    p.add_argument("--hardware", default="cpu-basic", help="suggested_hardware of the Space (default cpu-basic)")
     return parser
 
 
@@ -362,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"classify": cmd_classify, "generate": cmd_generate, "denoise": cmd_denoise, "inpaint": cmd_inpaint,
-                "list": cmd_list, "info": cmd_info}
+                "list": cmd_list, "info": cmd_info, "push": cmd_push, "refresh-card": cmd_refresh_card,
+                "export-onnx": cmd_export_onnx, "deploy-space": cmd_deploy_space}
     try:
         if args.command == "upscale":
             return cmd_upscale(args, parser)

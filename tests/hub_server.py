@@ -6,7 +6,8 @@ Point the real ``huggingface_hub`` client at it with ``HF_ENDPOINT`` (set *befor
 
 Supported (models, datasets and spaces):
 
-* ``POST /api/repos/create``                                 create_repo (409 + url if it exists)
+* ``POST /api/repos/create``                                 create_repo (409 + url if it exists; a Space
+                                                             needs an ``sdk``, which space_info returns)
 * ``POST /api/validate-yaml``                                README metadata check (always valid)
 * ``GET  /api/whoami-v2``                                    fake user "tester"
 * ``GET  /api/{type}s/{ns}/{name}[/revision/{rev}]``         model_info / repo_info
@@ -396,6 +397,8 @@ class HubServer:
         repo_type = body.get("type") or "model"
         if repo_type not in URL_PREFIXES:
             raise HubError(400, f"Invalid repo type: {repo_type!r}")
+        if repo_type == "space" and body.get("sdk") not in ("gradio", "docker", "static"):
+            raise HubError(400, "A Space needs an sdk: gradio, docker or static")  # as the Hub answers
         with self.store.lock:
             state = self.store.load(repo_type, repo_id)
             if state is not None:  # the client treats 409 as success when exist_ok=True (it reads "url")
@@ -404,6 +407,8 @@ class HubServer:
             private = bool(body.get("private")) or body.get("visibility") == "private"
             state = {"id": repo_id, "type": repo_type, "private": private, "createdAt": _now(),
                      "branches": {}, "tags": {}, "commits": []}  # fmt: skip
+            if repo_type == "space":
+                state["sdk"] = body["sdk"]
             gitattributes = self.store.put_blob(state, _INITIAL_GITATTRIBUTES)
             first = self._new_commit(state, None, {".gitattributes": gitattributes}, "initial commit")
             state["branches"]["main"] = first["id"]
@@ -442,6 +447,8 @@ class HubServer:
         }
         if state["type"] == "model":
             info["modelId"] = state["id"]
+        if state["type"] == "space":
+            info["sdk"] = state.get("sdk")
         return json_response(info)
 
     def _tree(self, req: Request, type_plural: str, ns: str, name: str, rev: str, path: str | None) -> Response:

@@ -18,19 +18,32 @@ from ._base import HubModel
 from ._blocks import ResUNet
 
 
+PYRAMID_LEVELS = 16  # enough for a 65,536-pixel side; the levels past 1 pixel are dropped
+
+
 def push_pull_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Fill the holes (mask 1) smoothly from the known pixels: average known pixels and their weights down a
     pyramid (push), then fill each level's holes from the coarser level (pull). A cheap, differentiable
-    first guess (about Telea's quality) that the network then refines."""
+    first guess (about Telea's quality) that the network then refines.
+
+    The pyramid always has PYRAMID_LEVELS levels; the pull starts afresh at the first level whose shorter side is 1
+    pixel, so the coarser ones change nothing. The depth is thus no Python loop over the input's size, and an
+    exported graph (ONNX) fills exactly like this at every size."""
     x, w = image * (1 - mask), 1 - mask
-    pyramid = []
-    while min(x.shape[-2:]) > 1:
-        pyramid.append((x, w))
+    pyramid = [(x, w)]
+    for _ in range(PYRAMID_LEVELS):
         x, w = F.avg_pool2d(x, 2, ceil_mode=True), F.avg_pool2d(w, 2, ceil_mode=True)
-    fill = x / w.clamp(min=1e-6)
+        pyramid.append((x, w))
+    fill = None
     for x, w in reversed(pyramid):
+        known = x / w.clamp(min=1e-6)
+        if fill is None:
+            fill = known
+            continue
         up = F.interpolate(fill, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        fill = x / w.clamp(min=1e-6) * w + up * (1 - w)  # w = fraction known: keep what is known, pull the rest
+        # larger than 1 x 1 pixel in both sides, from the tensor itself (a traced graph keeps this dynamic)
+        above = (torch.ones_like(x[:1, :1, :, :1]).sum() > 1) & (torch.ones_like(x[:1, :1, :1, :]).sum() > 1)
+        fill = torch.where(above, known * w + up * (1 - w), known)  # w = fraction known: keep it, pull the rest
     return fill
 
 
