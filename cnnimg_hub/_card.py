@@ -145,7 +145,9 @@ def _uses(config: dict, training: dict) -> tuple[str, str, str]:
                 f"photos unlike the {side}x{side} training images are classified less reliably.",
                 "Top-1 and top-5 accuracy on the dataset's official test split, never seen in training.")
     return ("Sampling small images of a chosen class (class-conditional), for demos and teaching.",
-            f"Only the classes and the {config.get('image_size', '?')}-pixel resolution of its training set.",
+            f"Only the classes and the {config.get('image_size', '?')}x{config.get('image_size', '?')} resolution "
+            f"of its training set, and a sample does not always look like the class asked for (see the class "
+            f"agreement below); not for making data that must pass as real.",
             "Class agreement: a separately trained classifier labels generated samples (classes balanced) and "
             "we count how often it agrees with the requested class. FID is computed in that classifier's feature "
             "space against the test images, so it compares our generators with each other, not with Inception "
