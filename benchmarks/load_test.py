@@ -1,6 +1,7 @@
 """Load test of the demo: parallel gradio_client users on every tab's endpoint, then a Markdown report.
 
     python benchmarks/load_test.py [--weights weights] [--clients 16] [--seconds 60] [--max-requests 2000]
+    python benchmarks/load_test.py --mixed [--bm3d-size 1000] ...   # BM3D on a 1 Mpx photo beside the others
 
 Starts ``python app.py`` on 127.0.0.1 (a free port unless --port is given) with the model folders of --weights
 (one of each task is needed), sends small images to /classify, /generate, /upscale, /inpaint and /denoise from
@@ -8,6 +9,11 @@ Starts ``python app.py`` on 127.0.0.1 (a free port unless --port is given) with 
 --max-requests were sent, and samples the server's resident memory (psutil) the whole time. It prints requests/s,
 p50/p95 latency per endpoint and overall, the errors and the peak RSS, stops the server, and exits 1 when any
 request failed (2 when the server could not be started).
+
+With --mixed, one more client denoises a --bm3d-size photo (1000x1000: 1 Mpx) and asks for BM3D on it
+(/denoise_bm3d, the web page's second step, in its own queue) in a loop, while the others send only /classify,
+/upscale and /generate: no request of theirs may wait more than MAX_WAIT_S behind that baseline (exit 1 if one
+does).
 """
 from __future__ import annotations
 
@@ -29,6 +35,9 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINTS = ("/classify", "/generate", "/upscale", "/inpaint", "/denoise")
+MIXED = ("/classify", "/upscale", "/generate")  # the other users' endpoints beside the BM3D user (--mixed)
+BM3D = ("/denoise", "/denoise_bm3d")  # the BM3D user: one /denoise, then BM3D on it again and again (one session)
+MAX_WAIT_S = 5.0  # --mixed: the most any other request may take while BM3D runs
 TASKS = {"image-classification": "classify", "image-generation": "generate", "super-resolution": "sr",
          "inpainting": "inpaint", "denoising": "denoise"}
 STARTUP_TIMEOUT = 180  # seconds for `python app.py` to import torch and gradio and answer on its port
@@ -127,6 +136,8 @@ class RssSampler(threading.Thread):
 
 # ----------------------------------------------------------------------------------------------- load
 def request_args(endpoint: str, models: dict, image: Path, mask: Path, seed: int) -> tuple:
+    if endpoint == "/denoise_bm3d":
+        return (True,)  # run BM3D on the session's last /denoise
     """The inputs of one request to `endpoint`, in the order of the app's event inputs."""
     from gradio_client import handle_file
 
@@ -148,6 +159,8 @@ class Load:
     def __init__(self, deadline: float, max_requests: int):
         self.deadline, self.max_requests, self.sent = deadline, max_requests, 0
         self.results: list[tuple[str, float, str | None]] = []
+        self.bm3d_from: float | None = None  # --mixed: when the BM3D user's first BM3D started
+        self.others: list[tuple[float, float]] = []  # --mixed: (start, seconds) of the other users' requests
         self.lock = threading.Lock()
 
     def take(self) -> bool:
@@ -170,7 +183,8 @@ def one_request(client, endpoint: str, args: tuple, timeout: float) -> str | Non
         return f"{type(e).__name__}: {e}"[:300]
 
 
-def client_loop(index: int, url: str, load: Load, models: dict, image: Path, mask: Path, timeout: float) -> None:
+def client_loop(index: int, url: str, load: Load, models: dict, image: Path, mask: Path, timeout: float,
+                endpoints: tuple[str, ...] = ENDPOINTS) -> None:
     from gradio_client import Client
 
     try:
@@ -180,10 +194,14 @@ def client_loop(index: int, url: str, load: Load, models: dict, image: Path, mas
         return
     i = index  # clients start on different endpoints, so every tab is busy from the first second
     while load.take():
-        endpoint = ENDPOINTS[i % len(ENDPOINTS)]
-        start = time.perf_counter()
+        endpoint = BM3D[min(i, 1)] if endpoints is BM3D else endpoints[i % len(endpoints)]
+        if endpoint == "/denoise_bm3d" and load.bm3d_from is None:
+            load.bm3d_from = time.monotonic()
+        start, began = time.perf_counter(), time.monotonic()
         error = one_request(client, endpoint, request_args(endpoint, models, image, mask, i), timeout)
         load.record(endpoint, time.perf_counter() - start, error)
+        if endpoint in MIXED and error is None:
+            load.others.append((began, time.perf_counter() - start))
         i += 1
 
 
@@ -200,7 +218,7 @@ def report(results: list[tuple[str, float, str | None]], seconds: float, peak_rs
         by_endpoint[r[0]].append(r)
     lines = [f"Load test: {clients} clients for {seconds:.1f} s", "",
              "| endpoint | requests | errors | requests/s | p50 (ms) | p95 (ms) |", "|---|---|---|---|---|---|"]
-    lines += [row(name, by_endpoint[name]) for name in [*ENDPOINTS, "(connect)"] if by_endpoint[name]]
+    lines += [row(name, by_endpoint[name]) for name in [*ENDPOINTS, "/denoise_bm3d", "(connect)"] if by_endpoint[name]]
     lines += [row("overall", results), ""]
     errors = [e for _, _, e in results if e is not None]
     lines += [f"errors: {len(errors)}", f"peak server RSS: {peak_rss / 2 ** 20:.0f} MiB"]
@@ -218,8 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port for the app (default: a free one)")
     parser.add_argument("--size", type=int, default=48, help="side of the test images in pixels (default 48)")
     parser.add_argument("--device", default="auto", help="the app's --device (default auto)")
-    parser.add_argument("--timeout", type=float, default=120, help="seconds one request may take (default 120)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds one request may take (default 120; "
+                                                                     "600 with --mixed: BM3D on 1 Mpx takes minutes "
+                                                                     "on a busy 2-core CPU)")
+    parser.add_argument("--mixed", action="store_true", help="one client runs BM3D on a big photo in a loop, the "
+                                                              "others classify, upscale and generate")
+    parser.add_argument("--bm3d-size", type=int, default=1000, help="--mixed: side of the BM3D photo (default 1000)")
     args = parser.parse_args(argv)
+    args.timeout = args.timeout or (600 if args.mixed else 120)
     weights = Path(args.weights).resolve()
     models = pick_models(weights)
     port = args.port or free_port()
@@ -239,8 +263,14 @@ def main(argv: list[str] | None = None) -> int:
             sampler.start()
             start = time.monotonic()
             load = Load(start + args.seconds, args.max_requests)
-            threads = [threading.Thread(target=client_loop, args=(i, url, load, models, image, mask, args.timeout),
-                                        daemon=True) for i in range(args.clients)]
+            endpoints = MIXED if args.mixed else ENDPOINTS
+            threads = [threading.Thread(target=client_loop, args=(i, url, load, models, image, mask, args.timeout,
+                                                                  endpoints), daemon=True) for i in range(args.clients)]
+            if args.mixed:
+                (Path(tmp) / "big").mkdir()
+                big, _ = make_inputs(Path(tmp) / "big", args.bm3d_size)
+                threads.append(threading.Thread(target=client_loop, args=(0, url, load, models, big, mask,
+                                                                          args.timeout, BM3D), daemon=True))
             for t in threads:
                 t.start()
             for t in threads:
@@ -252,6 +282,14 @@ def main(argv: list[str] | None = None) -> int:
             stop_server(proc)
         print(report(load.results, elapsed, sampler.peak, args.clients))
         errors = sum(e is not None for _, _, e in load.results)
+        if args.mixed:
+            after = load.bm3d_from if load.bm3d_from is not None else float("inf")
+            slowest = max((t for began, t in load.others if began >= after), default=0.0)
+            bm3d = sum(name == "/denoise_bm3d" and e is None for name, _, e in load.results)
+            ok = slowest <= MAX_WAIT_S and bm3d > 0
+            print(f"\nmixed: {bm3d} BM3D runs on {args.bm3d_size}x{args.bm3d_size}; slowest other request "
+                  f"while BM3D ran: {slowest:.1f} s (limit {MAX_WAIT_S:g} s): {'OK' if ok else 'FAIL'}")
+            errors += not ok
         if errors or not load.results:
             print(f"\nserver log (last lines):\n{log.read_text()[-2000:]}", file=sys.stderr)
         return 1 if errors or not load.results else 0
