@@ -219,6 +219,5 @@ def test_sr_resumes_after_kill(data_root, tmp_path):
     assert [r["step"] for r in log if "loss" in r] == [100, 200, 300]
     assert all(0 < r["loss"] < 1 for r in log if "loss" in r)  # mean L1 of images in [0, 1]
     assert _final_step(run) == steps
-    sample = ["sample.jpg"] if task in ("super-resolution", "denoising", "inpainting") else []  # before/after
-    assert sorted(p.name for p in out.iterdir()) == sorted(FOLDER_FILES + sample)
+    assert sorted(p.name for p in out.iterdir()) == sorted(FOLDER_FILES + ["sample.jpg"])  # SR: before/after
     assert load_model(out, task="super-resolution").scale == 2
