@@ -265,7 +265,7 @@ def test_shipped_folders_are_fit_for_the_hub(folder):
     assert set(card.data.datasets or []) <= set(HUB_DATASETS.values())
     assert all(e.dataset_type in HUB_DATASETS.values() for e in card.data.eval_results or [])
     assert inputs["eval_results"] and card.data.metrics
-    assert f'load_model("weights/{folder}")' in text
+    assert f'load_model("{inputs.get("repo_id") or "weights/" + folder}")' in text  # the repo once pushed
     for section in ("## Intended use", "## Limitations", "## Evaluation"):
         assert section in text
     if TASKS[config["task"]].restores:
