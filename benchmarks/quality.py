@@ -179,28 +179,33 @@ def bench_quality(ctx: Context) -> None:
         except (SystemExit, OSError) as e:
             ctx.note(f"{name}: test split unavailable ({e}): skipped")
             continue
-        test_sets[name] = images
+        test_sets[name] = images, labels
         with ctx.timed(f"quality: {name}"):
             r = evaluate.eval_classifier(model, images[:n_cls], labels[:n_cls])
-            r_tta = evaluate.eval_classifier(model, images[:n_cls], labels[:n_cls], flip_tta=True)
-        rows.append({"model": name, **r, "top1_flip_tta": r_tta["top1"]})
+            r_flip = evaluate.eval_classifier(model, images[:n_cls], labels[:n_cls], tta=1)
+            r_tta = evaluate.eval_classifier(model, images[:n_cls], labels[:n_cls], tta=2)
+        rows.append({"model": name, **r, "top1_flip_tta": r_flip["top1"], "top1_tta": r_tta["top1"]})
     if rows:
         section["classify"] = rows
         ctx.table("quality", "Classification: test split" + (f", first {n_cls} images (--quick)" if n_cls else ""),
-                  ["model", "images", "top-1", "top-5", "top-1 with flip TTA"],
-                  [[r["model"], r["images"], r["top1"], r["top5"], r["top1_flip_tta"]] for r in rows])
+                  ["model", "images", "top-1", "top-5", "top-1, flip TTA", "top-1, flip + shift TTA"],
+                  [[r["model"], r["images"], r["top1"], r["top5"], r["top1_flip_tta"], r["top1_tta"]] for r in rows])
     judge, rows = ctx.model("classify-fashion-mnist"), []
     for name, model in ctx.models("generate").items():
         if judge is None or "classify-fashion-mnist" not in test_sets:
             ctx.note(f"{name}: needs the Fashion-MNIST classifier and test split as judge: skipped")
             continue
         with ctx.timed(f"quality: {name}"):
-            r = evaluate.eval_generator(model, judge, test_sets["classify-fashion-mnist"],
-                                        n=GENERATE_SAMPLES[ctx.quick])
+            images, labels = test_sets["classify-fashion-mnist"]
+            r = evaluate.eval_generator(model, judge, images, n=GENERATE_SAMPLES[ctx.quick], test_labels=labels)
         rows.append({"model": name, **r})
     if rows:
         section["generate"] = rows
-        ctx.table("quality", "Generation: class agreement of the Fashion-MNIST classifier (judge) and FID in its "
-                  "feature space against the test split", ["model", "samples", "class agreement", "FID (judge)"],
-                  [[r["model"], r["samples"], r["class_agreement"], r["fid_judge"]] for r in rows])
+        ctx.table("quality", "Generation: class agreement of the Fashion-MNIST classifier (judge), FID in its "
+                  "feature space against the test split, and diversity: within each class, the mean pairwise "
+                  "judge-feature distance of the samples over the real test images' (mean and lowest class)",
+                  ["model", "samples", "class agreement", "FID (judge)", "diversity", "lowest class",
+                   "spread samples", "spread real"],
+                  [[r["model"], r["samples"], r["class_agreement"], r["fid_judge"], r["diversity"],
+                    r["diversity_min"], r["spread_samples"], r["spread_real"]] for r in rows])
     ctx.results["sections"]["quality"] = section

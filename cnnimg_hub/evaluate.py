@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from . import baselines, degrade
@@ -151,15 +152,23 @@ def eval_inpaint(model, data: Path, set_name: str = "BSD100", size: int = 256, b
 # ----------------------------------------------------------------------------------------------- classification
 @torch.inference_mode()
 def eval_classifier(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
-                    flip_tta: bool = False) -> dict[str, float]:
-    """Top-1 and top-5 accuracy of uint8 (N, C, H, W) images; flip_tta averages with the mirrored image."""
+                    tta: int = 0) -> dict[str, float]:
+    """Top-1 and top-5 accuracy of uint8 (N, C, H, W) images. Test-time augmentation: tta=1 averages the logits
+    with the mirrored image's, tta=2 also with the mirrored pair shifted by one pixel both ways (airbench)."""
     device = next(model.parameters()).device
     correct1 = correct5 = 0
+
+    def mirrored(x):
+        return model(x) + model(x.flip(-1)) if tta else model(x)
+
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(device).float() / 255.0
-        logits = model(x)
-        if flip_tta:
-            logits = logits + model(x.flip(-1))
+        logits = mirrored(x)
+        if tta >= 2:
+            h, w = x.shape[2:]
+            padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+            shifted = mirrored(padded[:, :, :h, :w]) + mirrored(padded[:, :, 2:, 2:])
+            logits = logits + shifted / 2
         y = labels[i:i + batch_size].to(device)
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += (top[:, 0] == y).sum().item()
@@ -179,11 +188,22 @@ def _fid(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
+def _spread(feats: torch.Tensor, max_n: int = 500) -> float:
+    """Mean pairwise Euclidean distance between feature vectors (the first `max_n`)."""
+    f = feats[:max_n].float()
+    d = torch.cdist(f, f)
+    return float(d.sum() / max(1, len(f) * (len(f) - 1)))
+
+
 @torch.inference_mode()
 def eval_generator(model, judge, test_images: torch.Tensor, n: int = 10000, seed: int = 0,
-                   batch_size: int = 500) -> dict[str, float]:
+                   batch_size: int = 500, test_labels: torch.Tensor | None = None) -> dict[str, float]:
     """Class agreement of a held-out classifier (`judge`) with the requested class over `n` samples (classes
-    balanced), and FID in the judge's feature space between the samples and the test set."""
+    balanced), and FID in the judge's feature space between the samples and the test set.
+
+    With `test_labels`, also diversity: within each class, the mean pairwise distance of the samples' judge
+    features over that of the real test images of the class (1.0 = as varied as the real images; a collapsed
+    generator scores near 0); reported as the mean and the lowest class, with both sides' spreads."""
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % model.num_classes
@@ -192,7 +212,16 @@ def eval_generator(model, judge, test_images: torch.Tensor, n: int = 10000, seed
         y = labels[i:i + batch_size]
         x = model.generate(y, generator=gen)
         agree += (judge(x).argmax(1).cpu() == y).sum().item()
-        feats.append(judge.features(x).cpu().numpy())
-    real = torch.cat([judge.features(test_images[i:i + batch_size].to(device).float() / 255.0).cpu()
-                      for i in range(0, len(test_images), batch_size)]).numpy()
-    return {"class_agreement": agree / n, "fid_judge": _fid(np.concatenate(feats), real), "samples": n}
+        feats.append(judge.features(x).float().cpu())
+    real = torch.cat([judge.features(test_images[i:i + batch_size].to(device).float() / 255.0).float().cpu()
+                      for i in range(0, len(test_images), batch_size)])
+    fake = torch.cat(feats)
+    out = {"class_agreement": agree / n, "fid_judge": _fid(fake.numpy(), real.numpy()), "samples": n}
+    if test_labels is not None:
+        classes = [c for c in range(model.num_classes) if (test_labels == c).sum() > 1 and (labels == c).sum() > 1]
+        gen_spread = [_spread(fake[labels == c]) for c in classes]
+        real_spread = [_spread(real[test_labels.cpu() == c]) for c in classes]
+        ratios = [g / r for g, r in zip(gen_spread, real_spread)]
+        out.update(diversity=float(np.mean(ratios)), diversity_min=float(np.min(ratios)),
+                   spread_samples=float(np.mean(gen_spread)), spread_real=float(np.mean(real_spread)))
+    return out

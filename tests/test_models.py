@@ -14,7 +14,9 @@ from cnnimg_hub.errors import ModelLoadError, ModelNotFoundError, WrongTaskError
 # small overrides so every family runs in milliseconds on a CPU
 TINY = {
     "classifier-resnet": dict(widths=[8, 8, 8]), "classifier-cifar10": dict(widths=[8, 8, 8]),
-    "classifier-fashion-mnist": dict(widths=[8, 8]), "generator-dcgan": dict(base_channels=8),
+    "classifier-fashion-mnist": dict(widths=[8, 8]), "classifier-airbench": dict(widths=[8, 8]),
+    "classifier-airbench-cifar10": dict(widths=[8, 8, 8]), "classifier-airbench-fashion-mnist": dict(widths=[8, 8]),
+    "generator-dcgan": dict(base_channels=8),
     "generator-vae": dict(base_channels=8), "sr-espcn": dict(n_feats=8, n_layers=1),
     "sr-edsr-baseline": dict(n_feats=8, n_resblocks=1), "sr-edsr-small": dict(n_feats=8, n_resblocks=1),
     "inpaint-gated-unet": dict(base_channels=8, depth=2), "denoise-ffdnet": dict(n_feats=8, n_layers=3),

@@ -158,8 +158,8 @@ def test_train_classifier_cifar10(data_root, tmp_path, monkeypatch):
     model, metrics, log, card = _check_run(out, run, "image-classification")
     assert model.config["label_names"] == CIFAR_CLASSES and model.config["input_size"] == [3, 32, 32]
     assert metrics["images"] == 20 and _final_step(run) == 5  # 40 train images / 8
-    _assert_in_card(card, round(metrics["top1"], 4))
-    assert "test (20 images, flip TTA)" in card
+    _assert_in_card(card, round(metrics["top1"], 4), round(metrics["top1_tta"], 4))
+    assert "test (20 images, flip and 1-px shift TTA)" in card and model.config["architecture"] == "AirbenchNet"
 
 
 def test_cifar10_cache_follows_the_archive(data_root, tmp_path):
