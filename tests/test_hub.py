@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_models import run, tiny
+from tiny_models import run, tiny
 
 from cnnimg_hub import load_model, push_to_hub, save_model
 from cnnimg_hub.errors import HubError, ModelLoadError, ModelNotFoundError

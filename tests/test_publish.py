@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_models import tiny
+from tiny_models import tiny
 
 from cnnimg_hub import list_models, load_model, save_model
 from cnnimg_hub.cli import main

@@ -30,6 +30,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as `python training/train_x.py` from anywhere
 from cnnimg_hub import degrade  # noqa: E402
+from cnnimg_hub._files import atomic_write  # noqa: E402
 from cnnimg_hub.degrade import random_mask  # noqa: E402,F401  (re-exported for the scripts)
 from cnnimg_hub.imageio import to_image, to_tensor  # noqa: E402
 
@@ -82,9 +83,7 @@ class RunLog:
 # ----------------------------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: Path, **state: Any) -> None:
     """Resumable state (model, optimizer, scheduler state dicts, counters); written atomically."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
