@@ -6,7 +6,9 @@ each restoration model beside the classical method it should beat, PSNR against 
 - inpaint.png: the photo, the holes (strokes and a box), the CNN's fill, OpenCV Telea's fill;
 - denoise.png: sigma-25 noise, the CNN, BM3D;
 - super-resolution.png: a 4x smaller copy made with OpenCV INTER_CUBIC (no antialiasing, as many tools do),
-  bicubic upscaling, the CNN.
+  bicubic upscaling, the CNN;
+- generate-<gan|vae>.png: each class (rows) at 8 seeds (columns), and interp-<gan|vae>.png: latent
+  interpolation strips (slerp between two seeds, whole 28x28 frames) for three classes.
 """
 from __future__ import annotations
 
@@ -73,6 +75,28 @@ def sr_figure(model, out: Path) -> None:
             (f"CNN {psnr(cnn, clean, y_channel=True):.2f} dB", cnn)]).save(out / "super-resolution.png")
 
 
+def _grid(rows: list[tuple[str, list[Image.Image]]], zoom: int = 2, label_w: int = 84) -> Image.Image:
+    """Rows of equal-size images (scaled up `zoom` times, nearest), each row labelled on its left."""
+    w, h = (zoom * d for d in rows[0][1][0].size)
+    cols = max(len(ims) for _, ims in rows)
+    out = Image.new("RGB", (label_w + cols * (w + 2), len(rows) * (h + 2)), "white")
+    draw = ImageDraw.Draw(out)
+    for r, (label, ims) in enumerate(rows):
+        draw.text((4, r * (h + 2) + h // 2 - 6), label, fill="black")
+        for c, im in enumerate(ims):
+            out.paste(im.convert("RGB").resize((w, h), Image.NEAREST), (label_w + c * (w + 2), r * (h + 2)))
+    return out
+
+
+def generator_figures(model, out: Path, name: str) -> None:
+    names = model.label_names
+    rows = [(names[c], pipelines.generate(model, c, num_images=8, seed=100 + c)[0]) for c in range(len(names))]
+    _grid(rows).save(out / f"generate-{name}.png")
+    strips = [(f"{names[c]} {a}->{b}", pipelines.interpolate(model, c, a, b, steps=10)[0])
+              for c, a, b in ((0, 1, 2), (7, 3, 4), (9, 5, 6))]
+    _grid(strips, label_w=130).save(out / f"interp-{name}.png")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--weights", default=str(ROOT / "weights"))
@@ -84,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     inpaint_figure(load_model(weights / "inpaint"), out)
     denoise_figure(load_model(weights / "denoise"), out)
     sr_figure(load_model(weights / "sr-x4"), out)
+    for kind in ("gan", "vae"):
+        generator_figures(load_model(weights / f"generate-fashion-mnist-{kind}"), out, kind)
     print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.png')))} to {out}")
 
 

@@ -7,8 +7,12 @@ from cnnimg_hub import pipelines
 from cnnimg_hub.spec import InferenceSpec, spec_of
 from cnnimg_hub.tasks import CLASSIFY
 
-from .common import MODEL_SLOT, UI_ONLY, ModelStore, examples, handler, image_input, model_picker, open_upload, \
+from .common import EXAMPLES_DIR, MODEL_SLOT, UI_ONLY, ModelStore, handler, image_input, model_picker, open_upload, \
     result_image, user_errors
+
+# test-split images of each classifier's own classes (examples/classify/<model>-<class>.png), and one photo of
+# none of them (an astronaut for the CIFAR-10 model), which shows how unsure the model is off its classes
+OUTSIDE = [("astronaut.jpg", "classify-cifar10")]
 
 
 def preprocessing_text(spec: InferenceSpec) -> str:
@@ -57,7 +61,12 @@ def create_tab(store: ModelStore) -> None:
                 seen = result_image("What the model sees", height=128, width=128, elem_classes="pixelated")
                 info = gr.Markdown()
         outputs = [labels, seen, prep, info]
-        examples([image, model, repo], fn=classify, outputs=outputs, cache_examples=True, cache_mode="lazy")
+        rows = [[str(p), f"classify-{p.stem.rsplit('-', 1)[0]}", ""] for p in sorted((EXAMPLES_DIR / "classify").glob("*.png"))]
+        rows += [[str(EXAMPLES_DIR / name), m, ""] for name, m in OUTSIDE if (EXAMPLES_DIR / name).exists()]
+        rows = [r for r in rows if r[1] in store.names(CLASSIFY.name)]
+        if rows:
+            gr.Examples(rows, inputs=[image, model, repo], fn=classify, outputs=outputs, cache_examples=True,
+                        cache_mode="lazy", label="Examples: test images of each model's classes, and a photo of none")
     run.click(classify, [image, model, repo], outputs, api_name="classify", **MODEL_SLOT,
               api_description="Classify an image with a small CNN: the top-5 labels and their probabilities.")
     model.change(describe, [model, repo], prep, **UI_ONLY)

@@ -47,7 +47,7 @@ def create_tab(store: ModelStore) -> None:
         """Decode the spherical path between the latents of two seeds (a smooth morph between two samples).
 
         Args:
-            model_name: a shipped generator, e.g. "generate-fashion-mnist-vae".
+            model_name: a shipped generator, e.g. "generate-fashion-mnist-gan" or "generate-fashion-mnist-vae".
             repo: a Hub repo id used instead of model_name; "" for none.
             class_name: the class, by name (e.g. "Bag") or number.
             seed_a: the seed of the first image.
@@ -64,8 +64,8 @@ def create_tab(store: ModelStore) -> None:
         return images, info.summary()
 
     def model_changed(model_name, repo):
-        """The class choices of the chosen generator and the interpolation row for a VAE; a model that cannot be
-        loaded leaves both as they are and says why."""
+        """The class choices of the chosen generator; a model that cannot be loaded leaves them as they are and says
+        why."""
         if not model_name and not (repo or "").strip():
             return gr.update(), gr.update(), ""
         try:
@@ -74,7 +74,7 @@ def create_tab(store: ModelStore) -> None:
             return gr.update(), gr.update(), f"**{e.message}**"
         names = list(model.label_names)
         return (gr.update(choices=names, value=names[0] if names else None),
-                gr.update(visible=spec_of(model).kind == "vae"), "")
+                gr.update(visible=spec_of(model).kind in ("gan", "vae")), "")
 
     default = store.names(GENERATE.name)[:1]
     spec = store.spec(default[0]) if default else None
@@ -93,14 +93,15 @@ def create_tab(store: ModelStore) -> None:
                 gallery = fast_png(gr.Gallery(elem_id="generate-gallery", label="Samples", columns=5, height="auto",
                                               format="png", elem_classes="pixelated", buttons=["download"]))
                 info = gr.Markdown()
-        with gr.Group(visible=bool(spec and spec.kind == "vae")) as interp_row:
-            gr.Markdown("**Latent interpolation** (VAE): decode the spherical path between two seeds' latents.")
+        with gr.Group(visible=bool(spec and spec.kind in ("gan", "vae"))) as interp_row:
+            gr.Markdown("**Latent interpolation**: decode the spherical path between two seeds' latents.")
             with gr.Row():
                 seed_a, seed_b = gr.Number(0, label="Seed A", precision=0), gr.Number(1, label="Seed B", precision=0)
                 steps = gr.Slider(2, 16, value=8, step=1, label="Steps")
                 run_interp = gr.Button("Interpolate")
-            strip = fast_png(gr.Gallery(label="Interpolation", columns=16, rows=1, height=140, format="png",
-                                        elem_classes="pixelated"))
+            # whole frames: "contain" (not the gallery's default crop) and a height that follows the rows
+            strip = fast_png(gr.Gallery(label="Interpolation", columns=8, height="auto", object_fit="contain",
+                                        format="png", elem_classes="pixelated", buttons=["download"]))
         if classes:
             gr.Examples([[model.value, "", c, 0, 16] for c in classes[:4]], [model, repo, label, seed, count],
                         [gallery, info], fn=generate, cache_examples=True, cache_mode="lazy")
