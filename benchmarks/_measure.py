@@ -51,6 +51,10 @@ TARGETS = {  # name -> text; PASS/MISS is printed next to the measurement, never
     "sr_any_downsampler": "default SR beats bicubic by >= 1.0 dB (x2) / 0.6 dB (x4) under every downsampler",
     "sr_pil_kept": "default SR PIL-bicubic Set5 within 0.3 dB of 37.22 (x2) / 31.00 (x4)",
     "sr_large_worth_it": "large SR x4 >= light + 0.5 dB on Set5, Set14, BSD100 (Set5 >= 31.6)",
+    "cifar10_93": "CIFAR-10 classifier top-1 >= 93% on the test split (flip + shift TTA, as airbench reports)",
+    "fashion_mnist_94": "Fashion-MNIST classifier top-1 >= 94% on the test split",
+    "gan_quality": "GAN class agreement >= 90%, judge FID below the VAE's, diversity >= 0.8 in every class",
+    "vae_quality": "VAE class agreement >= 90%, diversity >= 0.8 in every class",
 }
 
 

@@ -180,16 +180,25 @@ def bench_quality(ctx: Context) -> None:
             ctx.note(f"{name}: test split unavailable ({e}): skipped")
             continue
         test_sets[name] = images, labels
+        if n_cls:  # evenly spread over the split (the test archives are sorted by class)
+            images, labels = images[::max(1, len(images) // n_cls)][:n_cls], labels[::max(1, len(labels) // n_cls)][:n_cls]
         with ctx.timed(f"quality: {name}"):
-            r = evaluate.eval_classifier(model, images[:n_cls], labels[:n_cls])
-            r_flip = evaluate.eval_classifier(model, images[:n_cls], labels[:n_cls], tta=1)
-            r_tta = evaluate.eval_classifier(model, images[:n_cls], labels[:n_cls], tta=2)
+            r = evaluate.eval_classifier(model, images, labels)
+            r_flip = evaluate.eval_classifier(model, images, labels, tta=1)
+            r_tta = evaluate.eval_classifier(model, images, labels, tta=2)
         rows.append({"model": name, **r, "top1_flip_tta": r_flip["top1"], "top1_tta": r_tta["top1"]})
     if rows:
         section["classify"] = rows
-        ctx.table("quality", "Classification: test split" + (f", first {n_cls} images (--quick)" if n_cls else ""),
+        ctx.table("quality", "Classification: test split" + (f", {n_cls} images spread over it (--quick)" if n_cls else ""),
                   ["model", "images", "top-1", "top-5", "top-1, flip TTA", "top-1, flip + shift TTA"],
                   [[r["model"], r["images"], r["top1"], r["top5"], r["top1_flip_tta"], r["top1_tta"]] for r in rows])
+    full = {r["model"]: r for r in rows if not n_cls}  # targets only on the whole test split
+    if "classify-cifar10" in full:
+        ctx.target("cifar10_93", full["classify-cifar10"]["top1_tta"], full["classify-cifar10"]["top1_tta"] >= 0.93,
+                   f"top-1 {full['classify-cifar10']['top1']:.4f}, with TTA {full['classify-cifar10']['top1_tta']:.4f}")
+    if "classify-fashion-mnist" in full:
+        top1 = full["classify-fashion-mnist"]["top1"]
+        ctx.target("fashion_mnist_94", top1, top1 >= 0.94, f"top-1 {top1:.4f}")
     judge, rows = ctx.model("classify-fashion-mnist"), []
     for name, model in ctx.models("generate").items():
         if judge is None or "classify-fashion-mnist" not in test_sets:
@@ -201,6 +210,19 @@ def bench_quality(ctx: Context) -> None:
         rows.append({"model": name, **r})
     if rows:
         section["generate"] = rows
+        by = {r["model"]: r for r in rows}
+        gan, vae = by.get("generate-fashion-mnist-gan"), by.get("generate-fashion-mnist-vae")
+        quick = ctx.quick or None  # a 500-sample run prints the targets without a verdict
+        if gan:
+            ok = gan["class_agreement"] >= 0.9 and gan["diversity_min"] >= 0.8 and (
+                vae is None or gan["fid_judge"] < vae["fid_judge"])
+            ctx.target("gan_quality", gan["class_agreement"], None if quick else ok,
+                       f"agreement {gan['class_agreement']:.4f}, FID {gan['fid_judge']:.2f}"
+                       + (f" (VAE {vae['fid_judge']:.2f})" if vae else "") + f", diversity min {gan['diversity_min']:.3f}")
+        if vae:
+            ok = vae["class_agreement"] >= 0.9 and vae["diversity_min"] >= 0.8
+            ctx.target("vae_quality", vae["class_agreement"], None if quick else ok,
+                       f"agreement {vae['class_agreement']:.4f}, diversity min {vae['diversity_min']:.3f}")
         ctx.table("quality", "Generation: class agreement of the Fashion-MNIST classifier (judge), FID in its "
                   "feature space against the test split, and diversity: within each class, the mean pairwise "
                   "judge-feature distance of the samples over the real test images' (mean and lowest class)",
