@@ -17,7 +17,7 @@ from torch import nn
 
 from .errors import CnnImgError, ImageInputError
 from .imageio import to_image, to_tensor
-from .runtime import RunInfo, compute_dtype, device_name, dtype_name
+from .runtime import RunInfo, autocast, compute_dtype, device_name, dtype_name
 from .spec import InferenceSpec
 from .tiling import pad_to_multiple, tile_count, tiled
 
@@ -70,7 +70,7 @@ def restore(fn: Callable[[torch.Tensor], torch.Tensor], color: Image.Image, spec
         m = torch.from_numpy(holes.astype(np.float32))[None, None].expand(len(x), 1, -1, -1)
         x = torch.cat([x, m], dim=1)
     multiple, min_size = spec.multiple_of or 1, spec.min_size or 1
-    dtype = compute_dtype(precision, device)
+    dtype = compute_dtype(precision, device, spec.precision)
     x, (h, w) = pad_to_multiple(x, multiple, min_size)
     planned, overlap = _plan_tiles(tile, spec, tuple(x.shape[-2:]), notes)
     kwargs = dict(overlap=overlap, scale=scale, multiple=multiple, min_size=min_size, device=device, tile_arg=tile,
@@ -146,11 +146,8 @@ def _run(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, tile: i
          scale: int, multiple_of: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """One pass (or one tiled pass) of `fn` over the padded CPU tensor `x`; returns float32 on the CPU.
     Looked up at call time, so tests can replace `_runner._run` (inject NaN, raise out-of-memory) on a CPU."""
-    autocast = (contextlib.nullcontext() if dtype == torch.float32
-                else torch.autocast(device_type=device.type, dtype=dtype))
-
     def call(t: torch.Tensor) -> torch.Tensor:
-        with autocast:
+        with autocast(device, dtype):
             y = fn(t.to(device).contiguous(memory_format=torch.channels_last))
         return y.float().to(x.device)
 

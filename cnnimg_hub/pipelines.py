@@ -21,11 +21,11 @@ from torch import nn
 from ._runner import MIN_TILE, check_int, on_device, restore
 from .errors import ImageInputError
 from .imageio import merge_alpha, open_image, split_alpha, to_image, to_tensor
-from .runtime import PRECISIONS, RunInfo, device_name, select_device
+from .runtime import PRECISIONS, RunInfo, autocast, compute_dtype, device_name, dtype_name, select_device
 from .spec import spec_of
 
-__all__ = ["classify", "classifier_input", "generate", "interpolate", "upscale", "estimate_sigma", "denoise",
-           "mask_to_holes", "inpaint", "select_device", "RunInfo", "MAX_GENERATE", "MIN_TILE", "PRECISIONS"]
+__all__ = ["classify", "classify_batch", "classifier_input", "generate", "generate_batch", "interpolate", "upscale",
+           "estimate_sigma", "denoise", "mask_to_holes", "inpaint", "select_device", "RunInfo", "MAX_GENERATE", "MIN_TILE", "PRECISIONS"]
 
 # ----------------------------------------------------------------------------------------------- limits
 MAX_GENERATE = 64  # images per generate/interpolate call: a 64-image grid is already a wall
@@ -39,35 +39,50 @@ def _open(image: Any, what: str = "image") -> Image.Image:
 
 
 # ----------------------------------------------------------------------------------------------- classification
-def classify(model: nn.Module, image: Any, *, top_k: int = 5,
-             device: str | torch.device | None = None) -> tuple[list[tuple[str, float]], RunInfo]:
+def classify(model: nn.Module, image: Any, *, top_k: int = 5, device: str | torch.device | None = None,
+             precision: str = "auto") -> tuple[list[tuple[str, float]], RunInfo]:
     """The `top_k` most probable labels of `image`, most probable first.
 
     Args:
-        model: an "image-classification" model (ResNetClassifier).
+        model: an "image-classification" model (ResNetClassifier, AirbenchNet).
         image: PIL image, path, bytes, file object or numpy array (see `open_image`).
         top_k: how many (label, probability) pairs to return, clipped to the number of classes. Default 5.
         device: see `select_device`. Default None (auto).
+        precision: "auto" (bf16 on a CPU with native bf16 when the model's config says its accuracy holds in
+            bf16, float32 otherwise, CUDA included), "fp32", "fp16" or "bf16". Default "auto".
 
     See `classifier_input`: the image is resized so its shorter side is the model's `image_size`, center-cropped to a square,
     and converted to the model's color mode; transparency is composited over white. Probabilities are a softmax
     over all classes (they sum to 1 over all classes, not over the top k).
     """
+    return classify_batch(model, [image], top_k=top_k, device=device, precision=precision)[0]
+
+
+def classify_batch(model: nn.Module, images: list[Any], *, top_k: int = 5, device: str | torch.device | None = None,
+                   precision: str = "auto") -> list[tuple[list[tuple[str, float]], RunInfo]]:
+    """`classify` of each image in `images`, in one model call (the app batches concurrent requests with it).
+    Each image gets the result a call of its own gives (up to float rounding) and its own notes."""
     start = time.perf_counter()
     top_k = check_int("top_k", top_k, 1, 1 << 30)
     dev = select_device(device)
-    color, notes = classifier_input(model, image)
-    with on_device(model, dev):
-        probs = torch.softmax(model(to_tensor(color).to(dev)).float(), dim=1)[0].cpu()
+    if not images:
+        return []
+    seen = [classifier_input(model, image) for image in images]
+    dtype = compute_dtype(precision, dev, spec_of(model).precision, cuda_auto=torch.float32)
+    with on_device(model, dev), autocast(dev, dtype):
+        x = torch.cat([to_tensor(color) for color, _ in seen]).to(dev)
+        probs = torch.softmax(model(x).float(), dim=1).cpu()
     labels = list(getattr(model, "label_names", None) or getattr(model, "config", {}).get("label_names") or [])
-    if len(labels) != len(probs):
-        labels = [f"class_{i}" for i in range(len(probs))]
-    if top_k > len(probs):
-        notes.append(f"top_k {top_k} clipped to the {len(probs)} classes")
-    values, indices = probs.topk(min(top_k, len(probs)))
-    result = [(labels[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
-    info = RunInfo(device=device_name(dev), dtype="float32", seconds=time.perf_counter() - start, notes=notes)
-    return result, info
+    if len(labels) != probs.shape[1]:
+        labels = [f"class_{i}" for i in range(probs.shape[1])]
+    seconds, out = time.perf_counter() - start, []
+    for p, (_, notes) in zip(probs, seen):
+        if top_k > len(p):
+            notes.append(f"top_k {top_k} clipped to the {len(p)} classes")
+        values, indices = p.topk(min(top_k, len(p)))
+        result = [(labels[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+        out.append((result, RunInfo(device=device_name(dev), dtype=dtype_name(dtype), seconds=seconds, notes=notes)))
+    return out
 
 
 def classifier_input(model: nn.Module, image: Any) -> tuple[Image.Image, list[str]]:
@@ -104,7 +119,7 @@ def _class(model: nn.Module, class_index: Any) -> int:
 
 
 def generate(model: nn.Module, class_index: int, num_images: int = 8, seed: int = 0, *,
-             device: str | torch.device | None = None) -> tuple[list[Image.Image], RunInfo]:
+             device: str | torch.device | None = None, precision: str = "auto") -> tuple[list[Image.Image], RunInfo]:
     """`num_images` samples of class `class_index`.
 
     Args:
@@ -114,17 +129,34 @@ def generate(model: nn.Module, class_index: int, num_images: int = 8, seed: int 
         seed: 0 to 2**63 - 1. The latents are drawn on the CPU from torch.Generator().manual_seed(seed), so the
             same seed gives the same images on every device. Default 0.
         device: see `select_device`. Default None (auto).
+        precision: as for `classify`. Default "auto".
     """
-    spec_of(model, "image-generation")
+    return generate_batch(model, [(class_index, num_images, seed)], device=device, precision=precision)[0]
+
+
+def generate_batch(model: nn.Module, requests: list[tuple[int, int, int]], *,
+                   device: str | torch.device | None = None,
+                   precision: str = "auto") -> list[tuple[list[Image.Image], RunInfo]]:
+    """`generate` for each (class_index, num_images, seed) in `requests`, decoded in one model call (the app
+    batches concurrent requests with it): each request's latents come from its own seed, so its images are the
+    ones a call of its own gives (up to float rounding)."""
+    spec = spec_of(model, "image-generation")
     start = time.perf_counter()
-    class_index, seed = _class(model, class_index), _seed("seed", seed)
-    num_images = check_int("num_images", num_images, 1, MAX_GENERATE)
+    checked = [(_class(model, c), _seed("seed", seed), check_int("num_images", n, 1, MAX_GENERATE))
+               for c, n, seed in requests]
+    checked = [(c, n, seed) for c, seed, n in checked]
     dev = select_device(device)
+    if not checked:
+        return []
+    dtype = compute_dtype(precision, dev, spec.precision, cuda_auto=torch.float32)
     with on_device(model, dev):
-        labels = torch.full((num_images,), class_index, dtype=torch.long)
-        images = model.generate(labels, generator=torch.Generator().manual_seed(seed)).float().cpu()
-    info = RunInfo(device=device_name(dev), dtype="float32", seconds=time.perf_counter() - start)
-    return [to_image(t) for t in images], info
+        z = torch.cat([model.sample_latent(n, torch.Generator().manual_seed(seed)) for _, n, seed in checked])
+        labels = torch.cat([torch.full((n,), c, dtype=torch.long) for c, n, _ in checked]).to(dev)
+        with autocast(dev, dtype):
+            images = model.decode_latent(z.to(dev), labels).float().cpu()
+    info = dict(device=device_name(dev), dtype=dtype_name(dtype), seconds=time.perf_counter() - start)
+    parts = images.split([n for _, n, _ in checked])
+    return [([to_image(t) for t in part], RunInfo(**info)) for part in parts]
 
 
 def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -138,7 +170,8 @@ def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def interpolate(model: nn.Module, class_index: int, seed_a: int, seed_b: int, steps: int = 8, *,
-                method: str = "slerp", device: str | torch.device | None = None) -> tuple[list[Image.Image], RunInfo]:
+                method: str = "slerp", device: str | torch.device | None = None,
+                precision: str = "auto") -> tuple[list[Image.Image], RunInfo]:
     """Images along the path between the latents of `seed_a` and `seed_b`, both ends included.
 
     Args:
@@ -148,22 +181,25 @@ def interpolate(model: nn.Module, class_index: int, seed_a: int, seed_b: int, st
         steps: number of images, 2 to MAX_GENERATE (64). Default 8.
         method: "slerp" (spherical) or "lerp" (straight line). Default "slerp".
         device: see `select_device`. Default None (auto).
+        precision: as for `classify`. Default "auto".
     """
-    spec_of(model, "image-generation")
+    spec = spec_of(model, "image-generation")
     start = time.perf_counter()
     class_index, seed_a, seed_b = _class(model, class_index), _seed("seed_a", seed_a), _seed("seed_b", seed_b)
     steps = check_int("steps", steps, 2, MAX_GENERATE)
     if method not in ("slerp", "lerp"):
         raise ImageInputError(f"method must be 'slerp' or 'lerp', got {method!r}")
     dev = select_device(device)
+    dtype = compute_dtype(precision, dev, spec.precision, cuda_auto=torch.float32)
     with on_device(model, dev):
         za = model.sample_latent(1, torch.Generator().manual_seed(seed_a))[0].float().cpu()
         zb = model.sample_latent(1, torch.Generator().manual_seed(seed_b))[0].float().cpu()
         t = torch.linspace(0, 1, steps)
         z = _slerp(za, zb, t) if method == "slerp" else torch.lerp(za[None], zb[None], t[:, None])
         labels = torch.full((steps,), class_index, dtype=torch.long, device=dev)
-        images = model.decode_latent(z.to(dev), labels).float().cpu()
-    info = RunInfo(device=device_name(dev), dtype="float32", seconds=time.perf_counter() - start)
+        with autocast(dev, dtype):
+            images = model.decode_latent(z.to(dev), labels).float().cpu()
+    info = RunInfo(device=device_name(dev), dtype=dtype_name(dtype), seconds=time.perf_counter() - start)
     return [to_image(im) for im in images], info
 
 
@@ -178,7 +214,9 @@ def upscale(model: nn.Module, image: Any, *, device: str | torch.device | None =
         device: see `select_device`. Default None (auto).
         tile: "auto" uses the model's tile_size/tile_overlap when the image is larger than a tile; None never
             tiles; an int is the tile side in input pixels. Default "auto".
-        precision: "auto" (float16 on CUDA, float32 elsewhere), "fp32", "fp16" or "bf16". Default "auto".
+        precision: "auto" (float16 on CUDA; bfloat16 on a CPU with native bf16 when the model's config says its
+            quality holds in bf16, see `InferenceSpec.precision`; float32 otherwise), "fp32", "fp16" or "bf16".
+            Default "auto".
 
     Returns an image of the input's mode; an alpha channel is upscaled with bicubic.
     """

@@ -2,6 +2,7 @@
 pipeline call returns."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,15 +92,47 @@ def device_name(device: torch.device) -> str:
         if device.type == "cuda" else device.type
 
 
-def compute_dtype(precision: str | None, device: torch.device) -> torch.dtype:
-    """The autocast dtype of `precision` ("auto", "fp32", "fp16", "bf16") on `device`."""
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 / AMX on x86, as oneDNN reports it). Without it,
+    bf16 is emulated and slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def compute_dtype(precision: str | None, device: torch.device, measured: str | None = None, *,
+                  cuda_auto: torch.dtype = torch.float16) -> torch.dtype:
+    """The autocast dtype of `precision` ("auto", "fp32", "fp16", "bf16") on `device`.
+
+    Args:
+        precision: "auto" (or None) decides per device; the others force that dtype.
+        device: where the model runs.
+        measured: the model's measured choice (its spec's `precision`, written by `python -m benchmarks.precision
+            --write`): "bf16" when its quality in bf16 stays within the tolerance, "fp32" or None otherwise.
+        cuda_auto: what "auto" means on CUDA. Default float16 (2-8x faster; the restoration runner reruns in
+            float32 on NaN/Inf); the classifiers and generators pass float32.
+
+    "auto" on a CPU is bfloat16 only when the CPU computes bf16 natively (`cpu_has_bf16`) and the model was
+    measured fit for it; float32 otherwise (emulated bf16 is slower, and an unmeasured model keeps its quality).
+    """
     text = (precision or "auto").lower()
     if text == "auto":
-        # Half precision halves memory and is 2-8x faster on GPUs; on CPUs it is slower, so float32 there.
-        return torch.float16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda":
+            return cuda_auto
+        if device.type == "cpu" and measured == "bf16" and cpu_has_bf16():
+            return torch.bfloat16
+        return torch.float32
     if text not in PRECISIONS:
         raise ImageInputError(f"precision must be auto, {', '.join(PRECISIONS)}; got {precision!r}")
     return PRECISIONS[text]
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """torch.autocast to `dtype` on `device`, or nothing for float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def dtype_name(dtype: torch.dtype) -> str:

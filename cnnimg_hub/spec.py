@@ -41,6 +41,13 @@ class InferenceSpec:
         noise: the noise a denoiser removes, "additive white Gaussian". Default None.
         sigma_scale: the scale of the denoiser's sigma, 255. Default None.
         max_sigma: the largest noise level the denoiser was trained for (0-255 scale). Default None.
+        precision: what precision "auto" runs the model in on a CPU with native bf16: "bf16" when its quality
+            change in bf16 was measured within the tolerance on its validation set (0.05 dB PSNR, 0.1 point of
+            accuracy), else "fp32". Written by `python -m benchmarks.precision --write FOLDER` into config.json
+            only (new weights need a new measurement, so a model saved again leaves it out). Default None (not
+            measured: fp32).
+        precision_check: that measurement: {"metric", "fp32", "bf16", "change", "tolerance", "data"}. Default
+            None.
     """
 
     task: str
@@ -62,10 +69,14 @@ class InferenceSpec:
     noise: str | None = None
     sigma_scale: int | None = None
     max_sigma: float | None = None
+    precision: str | None = None
+    precision_check: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
+        if self.precision not in (None, "fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
     @property
     def channels(self) -> int:

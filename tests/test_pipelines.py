@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from cnnimg_hub import _runner, create_model, degrade, load_model, metrics, pipelines, save_model
+from cnnimg_hub import _runner, create_model, degrade, load_model, metrics, pipelines, runtime, save_model
 from cnnimg_hub.spec import spec_of
 from cnnimg_hub.errors import CnnImgError, ImageInputError, WrongTaskError
 from cnnimg_hub.imageio import to_tensor
@@ -409,3 +409,96 @@ def test_masked_psnr_and_ssim_count_only_the_hole():
     assert metrics.psnr(a, b, mask=1 - hole) == float("inf")
     assert metrics.psnr(a, b) == pytest.approx(20.0 + 10 * np.log10(4))
     assert metrics.ssim(a, b, mask=1 - hole) > metrics.ssim(a, b, mask=hole)
+
+
+# ----------------------------------------------------------------------------------------------- precision
+def measured(model, decision):
+    """`model` as if loaded from a config.json where benchmarks.precision recorded `decision`."""
+    model.config = {**spec_of(model).to_config(), "precision": decision}
+    return model
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_follows_the_cpu_and_the_measurement(monkeypatch, native):
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: native)
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    bf16_if_native = torch.bfloat16 if native else torch.float32
+    assert runtime.compute_dtype("auto", cpu, "bf16") == bf16_if_native
+    assert runtime.compute_dtype(None, cpu, "bf16") == bf16_if_native
+    assert runtime.compute_dtype("auto", cpu, "fp32") == runtime.compute_dtype("auto", cpu) == torch.float32
+    assert runtime.compute_dtype("auto", mps, "bf16") == torch.float32
+    assert runtime.compute_dtype("auto", cuda) == torch.float16  # as before, whatever the CPU
+    assert runtime.compute_dtype("auto", cuda, cuda_auto=torch.float32) == torch.float32
+    assert runtime.compute_dtype("bf16", cpu) == torch.bfloat16  # forced: runs (emulated) even without native bf16
+    assert runtime.compute_dtype("FP32", cpu, "bf16") == torch.float32
+    with pytest.raises(ImageInputError, match="precision must be"):
+        runtime.compute_dtype("int8", cpu)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_pipelines_run_a_measured_model_in_bf16_only_on_a_native_cpu(monkeypatch, native, sr, dn, inp, gens):
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: native)
+    want = "bfloat16" if native else "float32"
+    classifier = seeded("classifier-cifar10", widths=[8, 8])
+    calls = {
+        "upscale": lambda p: upscale(measured(sr, "bf16"), photo(24, 24), precision=p),
+        "denoise": lambda p: denoise(measured(dn, "bf16"), photo(24, 24), 10, precision=p),
+        "inpaint": lambda p: inpaint(measured(inp, "bf16"), photo(24, 24), hole_mask(24, 24), precision=p),
+        "classify": lambda p: classify(measured(classifier, "bf16"), photo(24, 24), precision=p),
+        "generate": lambda p: generate(measured(gens[0], "bf16"), 1, 2, precision=p),
+        "interpolate": lambda p: interpolate(measured(gens[1], "bf16"), 1, 0, 1, 3, precision=p),
+    }
+    try:
+        for name, call in calls.items():
+            assert call("auto")[1].dtype == want, name
+            assert call("fp32")[1].dtype == "float32", name
+            assert call("bf16")[1].dtype == "bfloat16", name
+        assert upscale(measured(sr, "fp32"), photo(8, 8))[1].dtype == "float32"  # measured unfit for bf16
+        for model in (sr, classifier):
+            del model.config  # never measured
+        assert upscale(sr, photo(8, 8))[1].dtype == classify(classifier, photo(8, 8))[1].dtype == "float32"
+    finally:
+        for model in (sr, dn, inp, *gens):
+            model.__dict__.pop("config", None)
+
+
+def test_precision_decision_round_trips_through_config_json(tmp_path, sr):
+    import json
+
+    folder = save_model(sr, tmp_path / "m")
+    assert "precision" not in json.loads((folder / "config.json").read_text())  # never measured: not written
+    assert spec_of(load_model(folder)).precision is None  # an old config loads as before: float32 on auto
+    config = json.loads((folder / "config.json").read_text())
+    check = {"metric": "PSNR (dB)", "fp32": 30.0, "bf16": 29.99, "change": -0.01, "tolerance": 0.05, "data": "x"}
+    (folder / "config.json").write_text(json.dumps({**config, "precision": "bf16", "precision_check": check}))
+    loaded = load_model(folder)
+    assert spec_of(loaded).precision == "bf16" and spec_of(loaded).precision_check == check
+    (folder / "config.json").write_text(json.dumps({**config, "precision": "fp16"}))
+    with pytest.raises(CnnImgError, match="precision must be 'fp32' or 'bf16'"):
+        load_model(folder)
+
+
+# ----------------------------------------------------------------------------------------------- batching
+def test_classify_batch_matches_single_calls():
+    model = seeded("classifier-cifar10", widths=[8, 8])
+    images = [photo(50, 40, seed=1), photo(32, 32, "L", seed=2), photo(9, 30, "RGBA", seed=3)]
+    batched = pipelines.classify_batch(model, images, top_k=3, precision="fp32")
+    for image, (top, info) in zip(images, batched):
+        want, want_info = classify(model, image, top_k=3, precision="fp32")
+        assert [l for l, _ in top] == [l for l, _ in want]
+        assert np.allclose([p for _, p in top], [p for _, p in want], atol=1e-5)
+        assert info.notes == want_info.notes
+    assert pipelines.classify_batch(model, []) == []
+
+
+def test_generate_batch_matches_single_calls(gens):
+    requests = [(3, 4, 7), (0, 1, 0), (3, 2, 8)]
+    for model in gens:
+        batched = pipelines.generate_batch(model, requests, precision="fp32")
+        for (c, n, seed), (images, info) in zip(requests, batched):
+            want, _ = generate(model, c, n, seed, precision="fp32")
+            assert len(images) == n and info.dtype == "float32"
+            for got, exp in zip(images, want):
+                assert np.abs(np.asarray(got, np.int16) - np.asarray(exp, np.int16)).max() <= 1
+    with pytest.raises(ImageInputError, match="seed"):
+        pipelines.generate_batch(gens[0], [(0, 1, 0), (0, 1, -1)])

@@ -33,6 +33,7 @@ from cnnimg_hub import degrade  # noqa: E402
 from cnnimg_hub._files import atomic_write  # noqa: E402
 from cnnimg_hub.degrade import random_mask  # noqa: E402,F401  (re-exported for the scripts)
 from cnnimg_hub.imageio import to_image, to_tensor  # noqa: E402
+from cnnimg_hub.runtime import cpu_has_bf16  # noqa: E402  (the pipelines choose bf16 by it too)
 
 DATA = Path(os.environ.get("CNNIMG_DATA", REPO.parent / "shared" / "datasets"))
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -89,14 +90,6 @@ def save_checkpoint(path: Path, **state: Any) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     # weights_only: tensors, dicts and numbers only, never arbitrary pickled objects
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def cpu_has_bf16() -> bool:
-    """True when this CPU computes bf16 natively (AVX512-BF16 / AMX on x86, as oneDNN reports it)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def resolve_mixed_precision(requested: str, *, cuda: bool | None = None, cuda_bf16: bool | None = None,
