@@ -178,7 +178,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     def work(path: Path, root: Path | None) -> None:
         try:
-            top, _ = pipelines.classify(model, open_image(path), top_k=args.top_k, device=args.device)
+            top, _ = pipelines.classify(model, open_image(path), top_k=args.top_k, device=args.device,
+                                        precision=args.precision)
         except (CnnImgError, OSError) as e:
             results.append({"file": str(path), "error": str(e)})
             raise
@@ -212,11 +213,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for c in classes:
         label = _slug(model.label_names[c]) if 0 <= c < model.num_classes else str(c)
         if args.interpolate is None:
-            images, info = pipelines.generate(model, c, args.num_images, args.seed, device=args.device)
+            images, info = pipelines.generate(model, c, args.num_images, args.seed, device=args.device,
+                                              precision=args.precision)
             stem = f"{label}_seed{args.seed}"
         else:
             images, info = pipelines.interpolate(model, c, args.seed, args.interpolate, args.num_images,
-                                                 device=args.device)
+                                                 device=args.device, precision=args.precision)
             stem = f"{label}_seed{args.seed}-{args.interpolate}"
         for i, im in enumerate(images):
             save_png(im, out / f"{stem}_{i:02d}.png")
@@ -349,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", help="model folder or Hub repo id (user/name[@revision]); default: weights/"
                                        + DEFAULT_WEIGHTS[command])
         p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+        p.add_argument("--precision", default="auto", choices=["auto", *pipelines.PRECISIONS],
+                       help="auto: bf16 on a CPU with native bf16 when the model's config.json says its quality "
+                            "holds in bf16 (measured), fp16 on CUDA for image-to-image models, fp32 otherwise")
         if command != "generate":
             p.add_argument("--compile", action="store_true",
                            help="torch.compile the model: seconds of compiling per image size, then up to 2x faster "
@@ -359,8 +364,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--output", help="output folder (default: next to each input, with a suffix)")
         p.add_argument("--tile", type=_tile, default="auto", help="auto (the model's advice), none, or tile "
                                                                   "size in pixels")
-        p.add_argument("--precision", default="auto", choices=["auto", *pipelines.PRECISIONS],
-                       help="auto: fp16 on CUDA, fp32 elsewhere")
 
     p = sub.add_parser("classify", help="top-k labels of images")
     common(p, "classify")

@@ -89,7 +89,7 @@ def _cnn(task: str, model: nn.Module, image, reference, info: RunInfo, result: I
 
 # ----------------------------------------------------------------------------------------------- the CNN step
 def upscale(model: nn.Module, image: Any, *, degrade_first: bool = False,
-            device: str | torch.device | None = None) -> Comparison:
+            device: str | torch.device | None = None, precision: str = "auto") -> Comparison:
     """Super-resolve `image`; with `degrade_first` the upload is the clean high-resolution image: cropped to a
     multiple of the model's scale, bicubic-downscaled by it, restored, measured on the Y channel (scale px border)."""
     image, s, reference = open_image(image), int(model.scale), None
@@ -99,7 +99,7 @@ def upscale(model: nn.Module, image: Any, *, degrade_first: bool = False,
             raise ImageInputError(f"the image is smaller than the scale ({s}); use a bigger one")
         reference = image.crop((0, 0, w, h))
         image = degrade.bicubic_down(reference, s)
-    result, info = pipelines.upscale(model, image, device=device)
+    result, info = pipelines.upscale(model, image, device=device, precision=precision)
     c = _cnn("super-resolution", model, image, reference, info, result, scale=s)
     c.lines.append(f"Input {image.width}x{image.height} -> output {result.width}x{result.height} (x{s})"
                    + (", bicubic-downscaled from the upload first." if degrade_first else "."))
@@ -107,7 +107,8 @@ def upscale(model: nn.Module, image: Any, *, degrade_first: bool = False,
 
 
 def denoise(model: nn.Module, image: Any, sigma: float | None = None, *, degrade_first: bool = False,
-            auto: bool = False, seed: int = SEED, device: str | torch.device | None = None) -> Comparison:
+            auto: bool = False, seed: int = SEED, device: str | torch.device | None = None,
+            precision: str = "auto") -> Comparison:
     """Denoise `image` at `sigma` (0-255), or at the estimated level with `auto`. With `degrade_first` the upload
     is clean: Gaussian noise of `sigma` (seeded) is added first and the results are measured against the upload."""
     image, reference = open_image(image), None
@@ -116,7 +117,7 @@ def denoise(model: nn.Module, image: Any, sigma: float | None = None, *, degrade
             raise ImageInputError("'degrade, then restore' needs a noise level to add")
         color, alpha = split_alpha(image)
         reference, image = image, merge_alpha(degrade.add_noise(color, float(sigma), seed), alpha)
-    result, info = pipelines.denoise(model, image, None if auto else sigma, device=device)
+    result, info = pipelines.denoise(model, image, None if auto else sigma, device=device, precision=precision)
     used = info.used["sigma"]  # estimated and clamped on auto: the baselines get exactly this
     c = _cnn("denoising", model, image, reference, info, result, sigma=used)
     c.lines.append(f"Noise level used: {used:.1f}" + (" (estimated)" if auto else "")
@@ -125,7 +126,7 @@ def denoise(model: nn.Module, image: Any, sigma: float | None = None, *, degrade
 
 
 def inpaint(model: nn.Module, image: Any, mask: Any = None, *, dilate: int = 0, degrade_first: bool = False,
-            seed: int = SEED, device: str | torch.device | None = None) -> Comparison:
+            seed: int = SEED, device: str | torch.device | None = None, precision: str = "auto") -> Comparison:
     """Fill the holes of `image` (mask white = hole). With `degrade_first` the upload is clean: the mask (random
     strokes and boxes from `seed` when there is none) is punched into it first, and the results are measured
     against the upload."""
@@ -138,7 +139,7 @@ def inpaint(model: nn.Module, image: Any, mask: Any = None, *, dilate: int = 0, 
     mask = open_image(mask)
     if degrade_first:
         reference, image = image, punch(image, mask)
-    result, info = pipelines.inpaint(model, image, mask, dilate=dilate, device=device)
+    result, info = pipelines.inpaint(model, image, mask, dilate=dilate, device=device, precision=precision)
     holes = info.used["mask"]  # dilated as the CNN filled it: Telea fills the same holes
     c = _cnn("inpainting", model, image, reference, info, result, mask=holes)
     share = float(np.mean(np.asarray(holes) > 127))

@@ -25,7 +25,8 @@ from .runtime import PRECISIONS, RunInfo, autocast, compute_dtype, device_name, 
 from .spec import spec_of
 
 __all__ = ["classify", "classify_batch", "classifier_input", "generate", "generate_batch", "interpolate", "upscale",
-           "estimate_sigma", "denoise", "mask_to_holes", "inpaint", "select_device", "RunInfo", "MAX_GENERATE", "MIN_TILE", "PRECISIONS"]
+           "estimate_sigma", "denoise", "mask_to_holes", "inpaint", "select_device", "RunInfo", "MAX_GENERATE",
+           "MIN_TILE", "PRECISIONS"]
 
 # ----------------------------------------------------------------------------------------------- limits
 MAX_GENERATE = 64  # images per generate/interpolate call: a 64-image grid is already a wall
