@@ -1,11 +1,11 @@
 """cnnimg-hub demo: classify, generate, super-resolve, inpaint and denoise with small CNNs, next to classical methods.
 
-Run ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--device auto] [--weights DIR] [--compile] [--mcp]``;
-a Hugging Face Space runs the same file (README front matter ``sdk: gradio``, ``app_file: app.py``). Each tab is a
-module of `tabs/`; this file only assembles them. The tabs list the model folders of the weights directory (each
-folder's ``config.json`` says its task) and load Hub repos too (``user/name`` or ``user/name@revision``). Every
-model event has an ``api_name`` (``gradio_client``), and ``--mcp`` (or ``CNNIMG_MCP=1`` on a Space) also serves
-them as MCP tools at ``/gradio_api/mcp/``.
+Run ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--device auto] [--precision auto] [--weights DIR]
+[--compile] [--mcp]``; a Hugging Face Space runs the same file (README front matter ``sdk: gradio``,
+``app_file: app.py``). Each tab is a module of `tabs/`; this file only assembles them. The tabs list the model
+folders of the weights directory (each folder's ``config.json`` says its task) and load Hub repos too (``user/name``
+or ``user/name@revision``). Every model event has an ``api_name`` (``gradio_client``), and ``--mcp`` (or
+``CNNIMG_MCP=1`` on a Space) also serves them as MCP tools at ``/gradio_api/mcp/``.
 """
 from __future__ import annotations
 
@@ -23,10 +23,13 @@ QUEUE_SIZE = 16  # waiting requests beyond this are refused ("queue full") inste
 CSS = ".pixelated img { image-rendering: pixelated; }"
 
 
-def build_demo(weights_dir: Path, device: str | None = None, compile: bool = False) -> gr.Blocks:
-    """The whole app for the model folders in `weights_dir`; models load on first use on `device` (auto), and
-    are torch.compiled with `compile` (the first request of each image size waits seconds, later ones run faster)."""
-    store = ModelStore(weights_dir, device, compile)
+def build_demo(weights_dir: Path, device: str | None = None, compile: bool = False,
+               precision: str | None = None) -> gr.Blocks:
+    """The whole app for the model folders in `weights_dir`; models load on first use on `device` (auto), run in
+    `precision` (auto: bf16 on a CPU with native bf16 for the models whose config.json says their quality holds in
+    it, see `cnnimg_hub.runtime.compute_dtype`), and are torch.compiled with `compile` (the first request of each
+    image size waits seconds, later ones run faster)."""
+    store = ModelStore(weights_dir, device, compile, precision)
     with gr.Blocks(title="cnnimg-hub", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# cnnimg-hub\nSmall CNNs for classic image tasks, side by side with the classical methods. "
                     "Each tab runs a shipped model or any Hub repo made with cnnimg-hub.")
@@ -39,7 +42,7 @@ def build_demo(weights_dir: Path, device: str | None = None, compile: bool = Fal
 
 
 demo = build_demo(Path(os.environ.get("CNNIMG_WEIGHTS", "weights")), os.environ.get("CNNIMG_DEVICE"),
-                  os.environ.get("CNNIMG_COMPILE", "") not in ("", "0"))
+                  os.environ.get("CNNIMG_COMPILE", "") not in ("", "0"), os.environ.get("CNNIMG_PRECISION"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,6 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="also make a temporary public gradio.live link")
     parser.add_argument("--device", default=os.environ.get("CNNIMG_DEVICE", "auto"), help="auto, cpu, cuda, ...")
+    parser.add_argument("--precision", default=os.environ.get("CNNIMG_PRECISION", "auto"),
+                        choices=["auto", "fp32", "bf16", "fp16"],
+                        help="force a compute precision for every model (env CNNIMG_PRECISION); auto: bf16 on a CPU "
+                             "with native bf16 for models measured fit for it, fp16 on CUDA for image-to-image "
+                             "models, fp32 otherwise")
     parser.add_argument("--weights", default=os.environ.get("CNNIMG_WEIGHTS", "weights"),
                         help="folder of model folders (each with config.json, model.safetensors, README.md)")
     parser.add_argument("--compile", action="store_true", default=demo.store.compile,
@@ -57,9 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = demo
-    if (Path(args.weights), args.device or "auto", args.compile) != \
-            (demo.store.weights_dir, demo.store.device_preference or "auto", demo.store.compile):
-        app = build_demo(Path(args.weights), args.device, args.compile)
+    if (Path(args.weights), args.device or "auto", args.compile, args.precision) != \
+            (demo.store.weights_dir, demo.store.device_preference or "auto", demo.store.compile, demo.store.precision):
+        app = build_demo(Path(args.weights), args.device, args.compile, args.precision)
     if not app.store.shipped:
         print(f"cnnimg-hub: no model folders in {args.weights}; the tabs can still load Hub repos.", flush=True)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,

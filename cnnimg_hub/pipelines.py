@@ -77,12 +77,13 @@ def classify_batch(model: nn.Module, images: list[Any], *, top_k: int = 5, devic
     if len(labels) != probs.shape[1]:
         labels = [f"class_{i}" for i in range(probs.shape[1])]
     seconds, out = time.perf_counter() - start, []
-    for p, (_, notes) in zip(probs, seen):
+    for p, (color, notes) in zip(probs, seen):
         if top_k > len(p):
             notes.append(f"top_k {top_k} clipped to the {len(p)} classes")
         values, indices = p.topk(min(top_k, len(p)))
         result = [(labels[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
-        out.append((result, RunInfo(device=device_name(dev), dtype=dtype_name(dtype), seconds=seconds, notes=notes)))
+        out.append((result, RunInfo(device=device_name(dev), dtype=dtype_name(dtype), seconds=seconds, notes=notes,
+                                    used={"input": color})))  # what the model saw (`classifier_input`)
     return out
 
 

@@ -7,8 +7,8 @@ from cnnimg_hub import pipelines
 from cnnimg_hub.spec import InferenceSpec, spec_of
 from cnnimg_hub.tasks import CLASSIFY
 
-from .common import EXAMPLES_DIR, MODEL_SLOT, UI_ONLY, ModelStore, handler, image_input, model_picker, open_upload, \
-    result_image, user_errors
+from .common import BATCHED_SLOT, BATCHER, EXAMPLES_DIR, UI_ONLY, ModelStore, handler, image_input, model_picker, \
+    open_upload, result_image, user_errors
 
 # test-split images of each classifier's own classes (examples/classify/<model>-<class>.png), and one photo of
 # none of them (an astronaut for the CIFAR-10 model), which shows how unsure the model is off its classes
@@ -39,9 +39,10 @@ def create_tab(store: ModelStore) -> None:
         progress(0.2, desc="Loading model")
         model = store.get(CLASSIFY.name, model_name, repo)
         progress(0.5, desc="Classifying")
-        top, info = pipelines.classify(model, image, top_k=5, device=store.device)
-        seen, _ = pipelines.classifier_input(model, image)
-        return ({label: p for label, p in top}, seen, preprocessing_text(spec_of(model)), info.summary())
+        # concurrent requests for this model go through it in one batch (see BATCHER)
+        top, info = BATCHER((id(model), store.device, store.precision), lambda images: pipelines.classify_batch(
+            model, images, top_k=5, device=store.device, precision=store.precision), image)
+        return ({label: p for label, p in top}, info.used["input"], preprocessing_text(spec_of(model)), info.summary())
 
     @user_errors
     def describe(model_name, repo):
@@ -67,6 +68,6 @@ def create_tab(store: ModelStore) -> None:
         if rows:
             gr.Examples(rows, inputs=[image, model, repo], fn=classify, outputs=outputs, cache_examples=True,
                         cache_mode="lazy", label="Examples: test images of each model's classes, and a photo of none")
-    run.click(classify, [image, model, repo], outputs, api_name="classify", **MODEL_SLOT,
+    run.click(classify, [image, model, repo], outputs, api_name="classify", **BATCHED_SLOT,
               api_description="Classify an image with a small CNN: the top-5 labels and their probabilities.")
     model.change(describe, [model, repo], prep, **UI_ONLY)

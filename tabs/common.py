@@ -9,9 +9,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
+import threading
 import uuid
 from pathlib import Path
+from typing import Any, Callable, Hashable
 
 import gradio as gr
 import torch
@@ -19,11 +22,10 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 
 import cnnimg_hub
-from cnnimg_hub import imageio
+from cnnimg_hub import imageio, runtime
 from cnnimg_hub._files import atomic_write
 from cnnimg_hub._hub import REPO_ID
 from cnnimg_hub.errors import CnnImgError
-from cnnimg_hub.runtime import select_device
 from cnnimg_hub.spec import InferenceSpec
 from cnnimg_hub.tasks import TASKS
 
@@ -35,7 +37,14 @@ MAX_FILE_SIZE = "20mb"  # uploads over this are refused by Gradio itself, before
 MAX_BYTES = 20 * 1024 * 1024  # the same limit for open_image (API callers, examples)
 MAX_PIXELS = 4_000_000  # largest input (width x height) any tab accepts
 MODEL_CACHE_SIZE = 8  # loaded models kept in memory, keyed by (source, revision, task, device)
-MODEL_SLOT = dict(concurrency_id="model", concurrency_limit=1)  # every model run shares one slot: users take turns
+# Model runs share one queue with a slot per core: each run uses every core for its big convolutions, but small
+# requests spend most of their time in Python (decoding, Gradio), which the other slot overlaps.
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+MODEL_SLOT = dict(concurrency_id="model", concurrency_limit=CORES)
+# Classify and generate take many requests at once: each prepares its input in its own worker and `BATCHER` runs
+# the waiting ones of the same model in one model call (at most MAX_BATCH), so these workers hardly use the CPU.
+MAX_BATCH = 16
+BATCHED_SLOT = dict(concurrency_id="batched", concurrency_limit=MAX_BATCH)
 # Classical methods run on the CPU beside the model, never in its slot; BM3D (up to a minute) has its own queue.
 BASELINE_SLOT = dict(concurrency_id="baselines", concurrency_limit=2)
 BM3D_SLOT = dict(concurrency_id="bm3d", concurrency_limit=1)
@@ -129,17 +138,20 @@ def scan_weights(weights_dir: Path) -> dict[str, dict]:
 class ModelStore:
     """The shipped models of one weights folder plus Hub loading; hands out cached, ready-to-run models."""
 
-    def __init__(self, weights_dir: Path, device: str | None = None, compile: bool = False):
+    def __init__(self, weights_dir: Path, device: str | None = None, compile: bool = False,
+                 precision: str | None = None):
         self.weights_dir = Path(weights_dir)
         self.device_preference = None if device in (None, "", "auto") else device
         self.compile = compile
+        self.precision = (precision or "auto").lower()  # "auto": per model and CPU (see runtime.compute_dtype)
+        runtime.compute_dtype(self.precision, torch.device("cpu"))  # refuse an unknown one at start-up
         self.shipped = scan_weights(self.weights_dir)
         self._device: torch.device | None = None
 
     @property
     def device(self) -> torch.device:
         if self._device is None:  # resolved on first use, not at import
-            self._device = select_device(self.device_preference)
+            self._device = runtime.select_device(self.device_preference)
         return self._device
 
     def spec(self, name: str) -> InferenceSpec:
@@ -170,6 +182,58 @@ class ModelStore:
             raise refuse(f"{name!r} is not a model folder of this demo; choose one of: "
                          f"{', '.join(self.names(task)) or 'none (enter a Hub repo id)'}.")
         return load_cached(str(self.weights_dir / name), None, task, str(self.device), self.compile)
+
+
+class MicroBatcher:
+    """Concurrent requests for one model, run in as few model calls as possible.
+
+    `batcher(key, run, item)` returns `run([item, ...])`'s result for `item`. Whoever finds no batch running runs
+    every request waiting under the same `key` (the model and its settings), up to `max_batch`, its own
+    included; requests that arrive meanwhile wait for the next call. A lone request runs at once, alone: nothing
+    waits for others to arrive. When a batch fails, each of its requests runs alone, so a bad request only fails
+    itself.
+    """
+
+    def __init__(self, max_batch: int = MAX_BATCH):
+        self.max_batch = max_batch
+        self._waiting: list[dict] = []
+        self._lock = threading.Lock()  # guards _waiting
+        self._running = threading.Lock()  # one model call at a time
+        self.calls = 0  # model calls made (for tests)
+
+    def __call__(self, key: Hashable, run: Callable[[list], list], item: Any) -> Any:
+        job = {"key": key, "run": run, "item": item, "done": threading.Event()}
+        with self._lock:
+            self._waiting.append(job)
+        while not job["done"].is_set():
+            with self._running:
+                if job["done"].is_set():
+                    break
+                with self._lock:
+                    batch = [j for j in self._waiting if j["key"] == key][:self.max_batch]
+                    self._waiting = [j for j in self._waiting if not any(j is b for b in batch)]
+                self._run(batch)
+        if "error" in job:
+            raise job["error"]
+        return job["result"]
+
+    def _run(self, batch: list[dict]) -> None:
+        try:
+            self.calls += 1
+            for job, result in zip(batch, batch[0]["run"]([j["item"] for j in batch]), strict=True):
+                job["result"] = result
+        except Exception as e:
+            if len(batch) == 1:
+                batch[0]["error"] = e
+            else:
+                for job in batch:
+                    self._run([job])
+        finally:
+            for job in batch:
+                job["done"].set()
+
+
+BATCHER = MicroBatcher()
 
 
 def model_picker(store: ModelStore, task: str, **match) -> tuple[gr.Dropdown, gr.Textbox]:

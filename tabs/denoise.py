@@ -33,7 +33,7 @@ def create_tab(store: ModelStore) -> None:
         model = store.get(DENOISE.name, model_name, repo)
         progress(0.3, desc="Denoising (CNN)")
         c = compare.denoise(model, image, sigma, auto=bool(auto), degrade_first=bool(degrade_first),
-                            device=store.device)
+                            device=store.device, precision=store.precision)
         return outputs(c)
 
     def model_changed(model_name):

@@ -8,7 +8,8 @@ from cnnimg_hub._hub import model_from_config
 from cnnimg_hub.spec import spec_of
 from cnnimg_hub.tasks import GENERATE
 
-from .common import MODEL_SLOT, UI_ONLY, ModelStore, fast_png, handler, model_picker, refuse, user_errors
+from .common import BATCHED_SLOT, BATCHER, MODEL_SLOT, UI_ONLY, ModelStore, fast_png, handler, model_picker, refuse, \
+    user_errors
 
 
 def class_index(model, class_name) -> int:
@@ -38,8 +39,10 @@ def create_tab(store: ModelStore) -> None:
         progress(0.2, desc="Loading model")
         model = store.get(GENERATE.name, model_name, repo)
         progress(0.5, desc="Generating")
-        images, info = pipelines.generate(model, class_index(model, class_name), num_images, seed or 0,
-                                          device=store.device)
+        # concurrent requests for this model are decoded in one batch (see BATCHER)
+        images, info = BATCHER((id(model), store.device, store.precision), lambda requests: pipelines.generate_batch(
+            model, requests, device=store.device, precision=store.precision),
+            (class_index(model, class_name), num_images, seed or 0))
         return images, info.summary()
 
     @handler
@@ -60,7 +63,7 @@ def create_tab(store: ModelStore) -> None:
         model = store.get(GENERATE.name, model_name, repo)
         progress(0.5, desc="Interpolating")
         images, info = pipelines.interpolate(model, class_index(model, class_name), seed_a or 0, seed_b or 0, steps,
-                                             device=store.device)
+                                             device=store.device, precision=store.precision)
         return images, info.summary()
 
     def model_changed(model_name, repo):
@@ -105,7 +108,7 @@ def create_tab(store: ModelStore) -> None:
         if classes:
             gr.Examples([[model.value, "", c, 0, 16] for c in classes[:4]], [model, repo, label, seed, count],
                         [gallery, info], fn=generate, cache_examples=True, cache_mode="lazy")
-    run.click(generate, [model, repo, label, seed, count], [gallery, info], api_name="generate", **MODEL_SLOT,
+    run.click(generate, [model, repo, label, seed, count], [gallery, info], api_name="generate", **BATCHED_SLOT,
               api_description="Draw new images of one class from a small class-conditional GAN or VAE.")
     run_interp.click(interpolate, [model, repo, label, seed_a, seed_b, steps], [strip, info], api_name="interpolate",
                      api_description="Decode the path between two seeds' latents (a morph between two samples).",

@@ -82,7 +82,7 @@ def create_tab(store: ModelStore) -> None:
         model = store.get(INPAINT.name, model_name, repo)
         progress(0.4, desc="Inpainting")
         c = compare.inpaint(model, image, mask, dilate=int(dilate or 0), degrade_first=bool(degrade_first),
-                            device=store.device)
+                            device=store.device, precision=store.precision)
         return outputs(c)
 
     def remember_upload(editor):

@@ -44,10 +44,14 @@ class Panel:
 
 
 def view(c: Comparison) -> Image.Image:
-    """The input as the slider shows it: at the output's size (nearest: the pixels as they were), holes white."""
-    if c.task == "inpainting":
-        return compare.punch(c.input, c.used["mask"])
-    return c.input.resize(c.cnn.image.size, Image.NEAREST) if c.input.size != c.cnn.image.size else c.input
+    """The input as the slider shows it: at the output's size (nearest: the pixels as they were), holes white.
+    Made once per comparison: the slider and the gallery (and every later step) send the same PNG file."""
+    if "view" not in c.__dict__:
+        if c.task == "inpainting":
+            c.view = compare.punch(c.input, c.used["mask"])
+        else:
+            c.view = c.input.resize(c.cnn.image.size, Image.NEAREST) if c.input.size != c.cnn.image.size else c.input
+    return c.view
 
 
 def show(c: Comparison | None, against: str):

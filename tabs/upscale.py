@@ -43,7 +43,8 @@ def create_tab(store: ModelStore) -> None:
         if not degrade_first:
             check_output_size(image, s, " (or tick 'degrade, then restore')")
         progress(0.3, desc=f"Super-resolving x{s}")
-        c = compare.upscale(model, image, degrade_first=bool(degrade_first), device=store.device)
+        c = compare.upscale(model, image, degrade_first=bool(degrade_first), device=store.device,
+                            precision=store.precision)
         if repo and s != int(scale or s):
             c.lines.append(f"The Hub model is x{s}: the scale choice ({scale}) was not used.")
         return outputs(c)
@@ -64,7 +65,7 @@ def create_tab(store: ModelStore) -> None:
         model = store.get(UPSCALE.name, model_name, repo)
         check_output_size(image, int(model.scale))
         progress(0.3, desc=f"Super-resolving x{model.scale}")
-        result, _ = pipelines.upscale(model, image, device=store.device)
+        result, _ = pipelines.upscale(model, image, device=store.device, precision=store.precision)
         return png_file(result, f"sr-x{model.scale}-")
 
     def scale_changed(scale):

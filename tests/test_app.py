@@ -111,6 +111,74 @@ def test_generate_interpolate_and_a_bad_repo_keeps_the_class_list(fn, demo):
     assert classes == gr.update() and "not a Hub repo id" in message  # the dropdown stays, the reason is shown
 
 
+def test_micro_batcher_runs_waiting_requests_together_and_isolates_a_failure():
+    batcher, sizes = common.MicroBatcher(max_batch=8), []
+    started, release = threading.Event(), threading.Event()
+
+    def run(items):
+        sizes.append(len(items))
+        if len(sizes) == 1:  # the first call holds the model while the others arrive
+            started.set()
+            release.wait(10)
+        if -1 in items:
+            raise ValueError("a bad request")
+        return [i * 2 for i in items]
+
+    results = {}
+
+    def call(i):
+        try:
+            results[i] = batcher("model", run, i)
+        except ValueError as e:
+            results[i] = str(e)
+
+    threads = [threading.Thread(target=call, args=(1,))]
+    threads[0].start()
+    assert started.wait(10)
+    threads += [threading.Thread(target=call, args=(i,)) for i in (2, 3, -1)]
+    for t in threads[1:]:
+        t.start()
+    while len(batcher._waiting) < 3:
+        time.sleep(0.01)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert sizes == [1, 3, 1, 1, 1]  # alone, then the three waiting in one call; it failed, so each alone
+    assert results == {1: 2, 2: 4, 3: 6, -1: "a bad request"}
+
+
+@pytest.mark.parametrize("endpoint", ["classify", "generate"])
+def test_batched_requests_get_the_results_of_single_calls(fn, photo, tmp_path, endpoint):
+    paths = []
+    for i, box in enumerate([(0, 0, 96, 72), (10, 5, 60, 50), (30, 20, 96, 72), (0, 30, 40, 72)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.open(photo).crop(box).save(paths[-1])
+    calls = {"classify": [(str(p), "classify-cifar10", "") for p in paths],
+             "generate": [("generate-fashion-mnist-gan", "", c, seed, n) for c, seed, n in
+                          [("Trouser", 7, 5), ("Bag", 7, 2), ("Trouser", 8, 1), ("Sneaker", 0, 3)]]}[endpoint]
+    alone = [fn[endpoint](*args) for args in calls]
+    before, results = common.BATCHER.calls, {}
+    with common.BATCHER._running:  # the model is busy: all four requests wait, then go in one call
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, fn[endpoint](*calls[i])))
+                   for i in range(len(calls))]
+        for t in threads:
+            t.start()
+        while len(common.BATCHER._waiting) < len(calls):
+            time.sleep(0.01)
+    for t in threads:
+        t.join(30)
+    assert common.BATCHER.calls == before + 1
+    for i, want in enumerate(alone):
+        got = results[i]
+        if endpoint == "classify":
+            assert list(got[0]) == list(want[0]) and np.allclose(list(got[0].values()), list(want[0].values()),
+                                                                 atol=1e-5)
+            assert np.array_equal(np.asarray(got[1]), np.asarray(want[1]))  # the image the model saw
+        else:
+            assert len(got[0]) == len(want[0]) and all(
+                np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 1 for a, b in zip(got[0], want[0]))
+
+
 def test_upscale_cnn_first_then_bicubic_and_degrade_then_restore(fn, photo):
     pair, against, gallery, png, table, info, c = fn["upscale"](str(photo), 4, "sr-x4", "", False)
     assert pair[0].size == pair[1].size == (384, 288) and Image.open(png).size == (384, 288)
