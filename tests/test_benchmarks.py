@@ -156,3 +156,42 @@ def test_training_speed_section(data_root, tmp_path, capsys, monkeypatch):
                                                                              "train_inpaint") for p in ("no", "bf16")]
     assert all(r["steps"] == 7 and r["steps_per_s"] > 0 and 0 <= r["data_share"] < 1 for r in rows)
     assert "**Training speed" in capsys.readouterr().out
+
+
+def test_precision_check_writes_a_decision_the_pipelines_follow(data_root, tmp_path, capsys, monkeypatch):
+    """`python -m benchmarks.precision --write` on tiny models of every task and the tiny data root: each config
+    gets its decision and measurement, still loads strictly, and "auto" follows it on a CPU with native bf16."""
+    from benchmarks import precision
+    from cnnimg_hub import pipelines, runtime
+    from cnnimg_hub.spec import spec_of
+
+    monkeypatch.setenv("CNNIMG_CACHE", str(tmp_path / "cache"))  # the CIFAR-10 test split decoded here
+    tiny = {**{k: TINY_MODELS[k] for k in ("classify-fashion-mnist", "generate-fashion-mnist-vae", "sr-x2",
+                                           "inpaint", "denoise")},
+            "classify-cifar10": ("classifier-cifar10", dict(widths=[8, 8]))}
+    weights = tmp_path / "weights"
+    torch.manual_seed(0)
+    for name, (model_name, kwargs) in tiny.items():
+        cnnimg_hub.save_model(cnnimg_hub.create_model(model_name, **kwargs), weights / name)
+    folders = [str(weights / name) for name in tiny]
+    precision.main([*folders, "--write", "--data", str(data_root), "--samples", "20", "--judge",
+                    str(weights / "classify-fashion-mnist"), "--json", str(tmp_path / "precision.json")])
+    printed = capsys.readouterr().out
+    assert "| model | metric | data | fp32 | bf16 | change | tolerance | runs in |" in printed
+    rows = {r["model"]: r for r in json.loads((tmp_path / "precision.json").read_text())}
+    assert set(rows) == set(tiny) and not any("skipped" in r for r in rows.values())
+    for name in tiny:
+        config = json.loads((weights / name / "config.json").read_text())
+        check = config["precision_check"]
+        assert config["precision"] == ("bf16" if check["change"] >= -check["tolerance"] else "fp32"), name
+        assert check["tolerance"] == (0.05 if "dB" in check["metric"] else 0.1)
+        assert spec_of(cnnimg_hub.load_model(weights / name)).precision == config["precision"]
+    assert "sigma 15/25/50" in rows["denoise"]["data"] and "CIFAR-10 test" in rows["classify-cifar10"]["data"]
+    # a decision of each kind, and what the pipelines make of it with and without native bf16
+    check = {"metric": "PSNR (dB, Y)", "fp32": 30.0, "bf16": 29.9, "change": -0.1, "tolerance": 0.05, "data": "x"}
+    sr = weights / "sr-x2"
+    for ok, native, want in ((True, True, "bfloat16"), (True, False, "float32"), (False, True, "float32")):
+        precision.write_decision(sr, {**check, "ok": ok})
+        monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: native)
+        image = Image.new("RGB", (16, 16), (90, 120, 30))
+        assert pipelines.upscale(cnnimg_hub.load_model(sr), image)[1].dtype == want
