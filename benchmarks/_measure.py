@@ -38,10 +38,18 @@ BUDGET_S = {False: 3.0, True: 1.0}  # measured seconds per config (full, quick):
 MAX_REPEATS = {False: 7, True: 3}  # ... clipped to 1..this
 CLASSIFY_BATCH, GENERATE_N = 256, 64
 SIGMA = 25  # the noise level of the speed inputs (and of the roofline's denoiser calls)
+# pipeline seconds at 512x512 in the run of 2026-12-02 (fp32, benchmarks/results.json then): the 2x target's base
+TODAY_512 = {"sr-x2": 0.1356, "sr-x4": 0.2576, "sr-x2-bicubic": 0.1406, "sr-x4-bicubic": 0.2607, "denoise": 0.6211,
+             "inpaint": 0.6425}
+TODAY_LOAD_RPS = 4.59  # load test requests/s of 2026-11-25 (README)
 TARGETS = {  # name -> text; PASS/MISS is printed next to the measurement, never asserted
-    "sr_x4_512": "light SR x4 from 512x512 under 0.5 s",
+    "sr_x4_512": "light SR x4 from 512x512 under 0.1 s (in the precision it runs in by default)",
+    "restore_2x": "every restoration model at 512x512 >= 2x faster than on 2026-12-02 (TODAY_512), in its default "
+                  "precision, bf16 only where its quality change was measured within 0.05 dB",
+    "upscale_png_0.1s": "512x512 x4 through /upscale_png within 0.1 s of the in-process call",
+    "load_test_3x": "load test (16 clients, all endpoints, 48 px): >= 3x the 4.59 requests/s of 2026-11-25, 0 errors",
     "denoise_vs_bm3d": "denoiser beats BM3D PSNR at sigma 25 on CBSD68 while >= 10x faster",
-    "conv_matmul_fraction": "conv models >= 40% of the matmul rate",
+    "conv_matmul_fraction": "conv models >= 40% of the peak (matmul or conv) of the precision they run in",
     "app_overhead": "app overhead < 20% for 512x512 SR",
     "denoise_cbsd68_31": "denoiser CBSD68 sigma 25 >= 31.0 dB over all 68 images",
     "denoise_bm3d_margin": "denoiser >= BM3D + 0.3 dB at sigma 15, 25 and 50 on the BM3D images",

@@ -34,6 +34,8 @@ import psutil
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks._measure import TARGETS, TODAY_LOAD_RPS  # noqa: E402  (benchmarks/ is no package for a script)
 ENDPOINTS = ("/classify", "/generate", "/upscale", "/inpaint", "/denoise")
 MIXED = ("/classify", "/upscale", "/generate")  # the other users' endpoints beside the BM3D user (--mixed)
 BM3D = ("/denoise", "/denoise_bm3d")  # the BM3D user: one /denoise, then BM3D on it again and again (one session)
@@ -282,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
             stop_server(proc)
         print(report(load.results, elapsed, sampler.peak, args.clients))
         errors = sum(e is not None for _, _, e in load.results)
+        if not args.mixed and (args.clients, args.size) == (16, 48):  # the target's setting
+            rps = len(load.results) / elapsed
+            ok = rps >= 3 * TODAY_LOAD_RPS and errors == 0
+            print(f"target: {TARGETS['load_test_3x']}: {'PASS' if ok else 'MISS'} ({rps:.2f} requests/s, "
+                  f"{rps / TODAY_LOAD_RPS:.1f}x, {errors} errors)")
         if args.mixed:
             after = load.bm3d_from if load.bm3d_from is not None else float("inf")
             slowest = max((t for began, t in load.others if began >= after), default=0.0)

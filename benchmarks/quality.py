@@ -5,8 +5,10 @@ from __future__ import annotations
 import sys
 
 from cnnimg_hub import evaluate
+from cnnimg_hub.spec import spec_of
 
-from ._measure import ROOT, Context
+from . import precision
+from ._measure import MODELS, ROOT, Context
 
 # ----------------------------------------------------------------------------------------------- settings
 QUALITY_LIMIT = {False: None, True: 4}  # images per validation set (None = all)
@@ -230,4 +232,31 @@ def bench_quality(ctx: Context) -> None:
                    "spread samples", "spread real"],
                   [[r["model"], r["samples"], r["class_agreement"], r["fid_judge"], r["diversity"],
                     r["diversity_min"], r["spread_samples"], r["spread_real"]] for r in rows])
+    _precision(ctx, limit, section)
     ctx.results["sections"]["quality"] = section
+
+
+def _precision(ctx: Context, limit: int | None, section: dict) -> None:
+    """fp32 against bf16 on each model's validation set (benchmarks.precision, the command that records the
+    decision), next to the decision its config.json holds."""
+    rows, judge = [], ctx.model("classify-fashion-mnist")
+    for name in MODELS:
+        if (model := ctx.model(name)) is None:
+            continue
+        with ctx.timed(f"quality: {name} fp32 vs bf16"):
+            check = precision.compare_model(model, ctx.data, max_images=limit, samples=GENERATE_SAMPLES[ctx.quick],
+                                            judge=judge)
+        rows.append({"model": name, **check, "recorded": spec_of(model).precision})
+    if not rows:
+        return
+    section["precision"] = rows
+    some = f"the first {limit} images of each set" if limit else "all images"
+    ctx.table("quality", f"Precision: each model's quality metric in fp32 and in bf16 (autocast, as the pipelines "
+              f"run it) on the same inputs, {some}, on the set or noise level where bf16 does worst; a model may run "
+              f"in bf16 by default when it loses "
+              f"at most {precision.PSNR_TOLERANCE} dB or {precision.ACCURACY_TOLERANCE} point; 'recorded' = the "
+              f"decision in its config.json (`python -m benchmarks.precision --write weights/*`, none: fp32)",
+              ["model", "metric", "data", "fp32", "bf16", "change", "within tolerance", "recorded"],
+              [[r["model"], r.get("metric", f"skipped: {r.get('skipped')}"), r.get("data", ""), r.get("fp32", ""),
+                r.get("bf16", ""), f"{r['change']:+.3f}" if "change" in r else "",
+                ("yes" if r["ok"] else "no") if "ok" in r else "", r["recorded"] or "none"] for r in rows])

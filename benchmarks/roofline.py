@@ -1,6 +1,8 @@
-"""Section 2, roofline: FLOPs per output unit counted with forward hooks, the achieved GFLOP/s against this
-machine's float32 matmul rate, and the variants that may move it (channels_last, jit.trace + freeze, ONNX
-Runtime, thread counts, fp16/bf16 on CUDA, torch.compile in a time-boxed subprocess)."""
+"""Section 2, roofline: FLOPs per output unit counted with forward hooks, this machine's peaks (a matmul and a
+3x3 convolution in float32 and in bfloat16, measured in the same run), each model's GFLOP/s in the precision it
+runs in by default against the peak of that precision, and the variants that may move it (channels_last, bf16
+autocast, jit.trace + freeze, ONNX Runtime, thread counts, fp16/bf16 on CUDA, torch.compile in a time-boxed
+subprocess)."""
 from __future__ import annotations
 
 import argparse
@@ -33,11 +35,17 @@ except ImportError:
 from cnnimg_hub.degrade import random_mask
 from cnnimg_hub.export import to_onnx
 
+from cnnimg_hub.runtime import autocast
+
 from ._measure import CLASSIFY_BATCH, GENERATE_N, MODELS, ROOT, SIGMA, Context, measure
+from .speed import default_precision
 
 # ----------------------------------------------------------------------------------------------- settings
 ROOFLINE_SIZE = {"super-resolution": 128, "denoising": 256, "inpainting": 256}  # square inputs
 MATMUL_N = 2048
+CONV_SIDE, CONV_CHANNELS = 128, 128  # the peak convolution: 3x3, CONV_CHANNELS -> CONV_CHANNELS, channels_last
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp16 on CUDA only
+DEFAULT_VARIANT = {"fp32": "channels_last", "bf16": "bf16 autocast, channels_last", "fp16": "fp16"}
 COMPILE_BUDGET_S = 180  # wall-clock box for torch.compile of all models (one subprocess); skipped in --quick
 
 
@@ -107,6 +115,24 @@ def matmul_gflops(n: int, ctx: Context, device: torch.device) -> float:
     a, b = (torch.randn(n, n, generator=torch.Generator().manual_seed(i)).to(device) for i in (1, 2))
     m = measure(lambda: a @ b, ctx, device=device)
     return 2 * n ** 3 / m["seconds"] / 1e9
+
+
+def peak_gflops(n: int, side: int, ctx: Context, device: torch.device) -> dict[str, dict[str, float]]:
+    """{precision: {"matmul": GFLOP/s of an n x n matmul, "conv": of a 3x3 convolution on a side x side image}},
+    in the tensors' own dtype (no autocast): the best this machine does in each precision."""
+    out = {}
+    for label, dtype in PEAK_DTYPES.items():
+        if label == "fp16" and device.type != "cuda":
+            continue
+        a, b = (torch.randn(n, n, generator=torch.Generator().manual_seed(i)).to(device, dtype) for i in (1, 2))
+        conv = nn.Conv2d(CONV_CHANNELS, CONV_CHANNELS, 3, padding=1).to(device, dtype,
+                                                                       memory_format=torch.channels_last)
+        x = torch.randn(1, CONV_CHANNELS, side, side).to(device, dtype).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            mm, cv = measure(lambda: a @ b, ctx, device=device), measure(lambda: conv(x), ctx, device=device)
+        out[label] = {"matmul": 2 * n ** 3 / mm["seconds"] / 1e9,
+                      "conv": 2 * CONV_CHANNELS ** 2 * 9 * side * side / cv["seconds"] / 1e9}
+    return out
 
 
 def compile_worker(spec: dict) -> None:
@@ -181,6 +207,8 @@ def bench_roofline(ctx: Context) -> None:
         torch.set_num_threads(t)
         rates[t] = matmul_gflops(n, ctx, dev)
     torch.set_num_threads(threads)
+    peaks = peak_gflops(n, ctx.px(CONV_SIDE, 8), ctx, dev)
+    peak = {label: max(p.values()) for label, p in peaks.items()}
     models = {n_: m for n_ in MODELS if (m := ctx.model(n_)) is not None}
     rows, variants = [], []
     for name, model in models.items():
@@ -196,19 +224,27 @@ def bench_roofline(ctx: Context) -> None:
                 with torch.inference_mode():
                     m = measure(fn, ctx, device=dev)
                 gf = flops / m["seconds"] / 1e9
+                # against the fp32 matmul at that thread count, or the peak of the variant's own precision
+                prec = next((k for k in ("bf16", "fp16") if k in label), "fp32")
+                versus = peak.get(prec) if t == threads else rates.get(t) if prec == "fp32" else None
                 variants.append({"model": name, "variant": label, **m, "threads": t, "gflops": gf,
-                                 "matmul_fraction": gf / rates[t] if t in rates else None, **(extra or {})})
+                                 "matmul_fraction": gf / versus if versus else None, **(extra or {})})
             except Exception as e:  # a variant that does not work is a result too
                 variants.append({"model": name, "variant": label, "error": f"{type(e).__name__}: {str(e)[:200]}"})
 
         run("eager fp32", lambda: call(*inputs))
-        base = variants[-1]
-        rows.append({"model": name, "task": model.task, "flops_per_unit": per_unit, "unit": unit, "units": units,
-                     "seconds": base.get("seconds"), "gflops": base.get("gflops"),
-                     "matmul_fraction": base.get("matmul_fraction")})
         cl = copy.deepcopy(call).to(memory_format=torch.channels_last)
         cl_inputs = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in inputs)
         run("channels_last", lambda: cl(*cl_inputs))
+
+        def bf16_call():
+            with autocast(dev, torch.bfloat16):
+                return cl(*cl_inputs)
+
+        if dev.type == "cpu":  # what the pipelines run for a model measured fit for bf16 (CUDA: the rows below)
+            run("bf16 autocast, channels_last", bf16_call)
+        default = default_precision(model, dev)
+        base = next((v for v in variants if v["model"] == name and v["variant"] == DEFAULT_VARIANT[default]), {})
         try:
             t0 = time.perf_counter()
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
@@ -235,6 +271,13 @@ def bench_roofline(ctx: Context) -> None:
                 half = copy.deepcopy(call).to(dtype)
                 h_inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
                 run(label, lambda: half(*h_inputs))
+            base = next((v for v in variants if v["model"] == name and v["variant"] == DEFAULT_VARIANT[default]),
+                        base)
+        rows.append({"model": name, "task": model.task, "flops_per_unit": per_unit, "unit": unit, "units": units,
+                     "precision": default, "variant": base.get("variant"), "seconds": base.get("seconds"),
+                     "gflops": base.get("gflops"),
+                     "peak_fraction": base["gflops"] / peak[default] if base.get("gflops") and default in peak
+                     else None})
     if models and ort is None and dev.type == "cpu":
         ctx.note("ONNX Runtime variant skipped: `pip install onnx onnxruntime` to measure it")
     if models and (ctx.quick and not ctx.args.compile):
@@ -245,15 +288,23 @@ def bench_roofline(ctx: Context) -> None:
             base = next(v for v in variants if v["model"] == name and v["variant"] == "eager fp32")
             gf = (base["gflops"] * base["seconds"] / r["seconds"]) if "seconds" in r and "gflops" in base else None
             variants.append({"model": name, "variant": "torch.compile", **r, "threads": threads, "gflops": gf,
-                             "matmul_fraction": gf / rates[threads] if gf else None})
-    ctx.results["sections"]["roofline"] = {"matmul": {"n": n, "gflops_by_threads": rates}, "rows": rows,
-                                           "variants": variants}
+                             "matmul_fraction": gf / peak["fp32"] if gf else None})
+    ctx.results["sections"]["roofline"] = {"matmul": {"n": n, "gflops_by_threads": rates}, "peaks": peaks,
+                                           "rows": rows, "variants": variants}
+    side = ctx.px(CONV_SIDE, 8)
+    ctx.table("roofline", f"Peaks on {dev.type} with {threads} threads, measured in this run: a {n}x{n} matmul and a "
+              f"3x3 {CONV_CHANNELS}->{CONV_CHANNELS} convolution on {side}x{side} (channels_last), in each "
+              f"precision's own tensors", ["precision", "matmul GFLOP/s", "conv GFLOP/s", "peak GFLOP/s"],
+              [[label, p["matmul"], p["conv"], peak[label]] for label, p in peaks.items()])
     ctx.table("roofline", f"Roofline: conv/linear FLOPs counted with forward hooks on a 32 px input (per output "
-              f"pixel; per image for classifiers and generators), eager fp32 on {dev.type} with {threads} threads, "
-              f"against a {n}x{n} float32 matmul at {rates[threads]:.1f} GFLOP/s",
-              ["model", "task", "MFLOP per unit", "unit", "GFLOP per call", "time (s)", "GFLOP/s", "of matmul"],
+              f"pixel; per image for classifiers and generators); each model eager on {dev.type} with {threads} "
+              f"threads, channels_last, in the precision it runs in by default (bf16 autocast only for models "
+              f"measured fit for it), against the peak of that precision above",
+              ["model", "task", "MFLOP per unit", "unit", "GFLOP per call", "precision", "time (s)", "GFLOP/s",
+               "of its peak"],
               [[r["model"], r["task"], r["flops_per_unit"] / 1e6, r["unit"], r["flops_per_unit"] * r["units"] / 1e9,
-                r["seconds"], r["gflops"], f"{r['matmul_fraction']:.0%}"] for r in rows])
+                r["precision"], r["seconds"] if r["seconds"] is not None else "failed", r["gflops"] or "",
+                f"{r['peak_fraction']:.0%}" if r["peak_fraction"] is not None else ""] for r in rows])
     winners = {}
     for v in variants:
         if "seconds" in v and (v["model"] not in winners or v["seconds"] < winners[v["model"]]["seconds"]):
@@ -261,14 +312,15 @@ def bench_roofline(ctx: Context) -> None:
     for v in variants:
         v["wins"] = winners.get(v["model"]) is v
     ctx.table("roofline", "Roofline variants: time of the same call per variant (compile time and trace time "
-              "separate); the fastest variant of each model is marked", ["model", "variant", "threads", "time (s)",
-                                                                        "GFLOP/s", "of matmul", "setup (s)", "wins"],
+              "separate); 'of peak' = against the peak of the variant's precision (with another thread count: the "
+              "fp32 matmul at that count); the fastest variant of each model is marked",
+              ["model", "variant", "threads", "time (s)", "GFLOP/s", "of peak", "setup (s)", "wins"],
               [[v["model"], v["variant"], v.get("threads", ""), v.get("seconds", "failed"),
                 v.get("gflops") or "", f"{v['matmul_fraction']:.0%}" if v.get("matmul_fraction") else "",
                 v.get("compile_s") or v.get("prepare_s") or "", "**fastest**" if v["wins"] else v.get("error", "")]
                for v in variants])
     convs = [r for r in rows if r["task"] in ("super-resolution", "denoising", "inpainting")]
-    if convs and not any(r["matmul_fraction"] is None for r in convs):
-        worst = min(convs, key=lambda r: r["matmul_fraction"])
-        ctx.target("conv_matmul_fraction", worst["matmul_fraction"], worst["matmul_fraction"] >= 0.4,
-                   f"lowest: {worst['model']} at {worst['matmul_fraction']:.0%} of matmul")
+    if convs and not any(r["peak_fraction"] is None for r in convs):
+        worst = min(convs, key=lambda r: r["peak_fraction"])
+        ctx.target("conv_matmul_fraction", worst["peak_fraction"], worst["peak_fraction"] >= 0.4,
+                   f"lowest: {worst['model']} at {worst['peak_fraction']:.0%} of the {worst['precision']} peak")

@@ -83,10 +83,21 @@ def test_quick_run_prints_tables_and_writes_json(weights, data, data_root, tmp_p
             "OpenCV NS", "classify-fashion-mnist", "generate-fashion-mnist-vae"} <= methods
     for r in results["sections"]["speed"]["rows"]:
         assert r["seconds"] > 0 and r["peak_mib"] >= 0 and r["repeats"] >= 1
+    for name in TINY_MODELS:  # every CNN in fp32 and bf16, the default (never measured: fp32) marked
+        got = {(r["precision"], r["default"]) for r in results["sections"]["speed"]["rows"] if r["method"] == name}
+        assert got == {("fp32", True), ("bf16", False)}, name
+    assert results["targets"]["restore_2x"]["status"] == "n/a" and "not measured" in results["targets"][
+        "restore_2x"]["detail"]
     roofline = results["sections"]["roofline"]
     assert {r["model"] for r in roofline["rows"]} == set(TINY_MODELS)
     assert all(r["flops_per_unit"] > 0 for r in roofline["rows"])
-    assert {"eager fp32", "channels_last", "jit.trace + freeze"} <= {v["variant"] for v in roofline["variants"]}
+    assert {"eager fp32", "channels_last", "bf16 autocast, channels_last", "jit.trace + freeze"} <= {
+        v["variant"] for v in roofline["variants"]}
+    assert set(roofline["peaks"]) == {"fp32", "bf16"} and all(v > 0 for p in roofline["peaks"].values()
+                                                               for v in p.values())
+    assert all(r["precision"] == "fp32" and r["variant"] == "channels_last" and r["peak_fraction"] > 0
+               for r in roofline["rows"])
+    assert "**Peaks on cpu" in printed
     assert len(results["sections"]["scaling"]["rows"]) == 3
     quality = results["sections"]["quality"]
     assert {(r["set"], r["lr"]) for r in quality["sr"] if r["model"] == "sr-x2"} >= {("Set5", "matlab"),
@@ -94,6 +105,9 @@ def test_quick_run_prints_tables_and_writes_json(weights, data, data_root, tmp_p
     assert [r["sigma"] for r in quality["denoise"]] == [15, 25, 50] and quality["denoise"][1]["bm3d_images"] == 1
     assert quality["denoise"][0]["bm3d_images"] == 0  # --quick: BM3D at sigma 25 only
     assert {"speed", "quality", "quality: BM3D", "quality: sr-x2 pil", "total"} <= set(results["seconds"])
+    checks = {r["model"]: r for r in quality["precision"]}
+    assert set(checks) == set(TINY_MODELS) and checks["sr-x2"]["recorded"] is None and "change" in checks["denoise"]
+    assert "**Precision: each model's quality metric in fp32 and in bf16" in printed
     assert {"psnr", "telea_psnr", "ns_psnr", "hole_psnr", "telea_hole_psnr"} <= set(quality["inpaint"][0])
     assert "**Super-resolution under other downsamplers" in printed
     assert {r["downsampler"] for r in quality["sr_downsamplers"]} == {"pil-bicubic", "cv2-cubic", "cv2-area",
