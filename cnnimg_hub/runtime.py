@@ -1,8 +1,9 @@
-"""Where and how a model runs: the device (`select_device`), the compute precision, and the `RunInfo` every
-pipeline call returns."""
+"""Where and how a model runs: the device (`select_device`), the compute precision (`compute_dtype`: bf16 on CPUs
+with native bf16 for the models measured fit for it), and the `RunInfo` every pipeline call returns."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +93,7 @@ def device_name(device: torch.device) -> str:
         if device.type == "cuda" else device.type
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     """True when this CPU computes bf16 natively (AVX512-BF16 / AMX on x86, as oneDNN reports it). Without it,
     bf16 is emulated and slower than float32."""
