@@ -17,9 +17,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[str], No
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files: give the written file the usual permissions
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files: the written file gets the usual permissions
     try:
         if callable(data):
             data(tmp)
