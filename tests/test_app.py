@@ -31,6 +31,7 @@ import app  # noqa: E402
 import cnnimg_hub  # noqa: E402
 from cnnimg_hub import compare  # noqa: E402
 from tabs import common  # noqa: E402
+from benchmarks.load_test import wait_until_up  # noqa: E402  (the benchmark's readiness check)
 
 ROOT = Path(app.__file__).resolve().parent
 
@@ -356,7 +357,7 @@ def test_mcp_tools_have_real_names_and_descriptions_and_classify_works(tiny_weig
                              "--weights", str(tiny_weights)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        wait_for(f"http://127.0.0.1:{port}/", proc)
+        wait_until_up(proc, f"http://127.0.0.1:{port}/", 120)
         image = "data:image/png;base64," + base64.b64encode(Path(photo).read_bytes()).decode()
 
         async def session():
@@ -378,18 +379,6 @@ def test_mcp_tools_have_real_names_and_descriptions_and_classify_works(tiny_weig
     assert "top-5" in classify.description and "Hub repo id" in classify.inputSchema["properties"]["repo"]["description"]
     text = " ".join(getattr(c, "text", "") for c in result.content)
     assert not result.isError and any(label in text for label in cnnimg_hub.models.classifier.CIFAR10_LABELS), text
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"the app did not answer on {url}")
 
 
 def test_share_without_internet_says_so_and_keeps_serving(tiny_weights, free_port):
