@@ -69,6 +69,15 @@ def test_generate(work):
     assert Image.open(work / "gen" / "trouser_seed5_00.png").size == (28, 28)
 
 
+def test_precision_is_forced_for_classify_and_generate(work):
+    proc = run(work, "generate", "--model", "models/generate", "--class", "1", "-n", "2", "--precision", "bf16",
+               "-o", "gen-bf16")
+    assert proc.returncode == 0 and "bfloat16" in proc.stdout, proc.stderr
+    proc = run(work, "classify", "imgs/a.png", "--model", "models/classify", "--precision", "bf16")
+    assert proc.returncode == 0 and "a.png" in proc.stdout, proc.stderr
+    assert run(work, "classify", "imgs/a.png", "--model", "models/classify", "--precision", "int8").returncode == 2
+
+
 def test_upscale_folder_with_a_bad_file(work):
     proc = run(work, "upscale", "imgs", "--model", "models/upscale", "--tile", "none")
     assert proc.returncode == 1
