@@ -180,6 +180,16 @@ def test_batched_requests_get_the_results_of_single_calls(fn, photo, tmp_path, e
                 np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 1 for a, b in zip(got[0], want[0]))
 
 
+def test_the_precision_setting_reaches_every_model(tiny_weights, photo, endpoints):
+    fn = endpoints(app.build_demo(tiny_weights, "cpu", precision="bf16"))
+    assert "bfloat16" in fn["classify"](str(photo), "classify-cifar10", "")[3]
+    assert "bfloat16" in fn["generate"]("generate-fashion-mnist-vae", "", "Bag", 1, 2)[1]
+    assert "bfloat16" in fn["upscale"](str(photo), 2, "sr-x2", "", False)[5]
+    assert "bfloat16" in fn["denoise"](str(photo), 15, False, False, "denoise", "")[5]
+    with pytest.raises(cnnimg_hub.errors.CnnImgError, match="precision must be"):
+        common.ModelStore(tiny_weights, "cpu", precision="int8")
+
+
 def test_upscale_cnn_first_then_bicubic_and_degrade_then_restore(fn, photo):
     pair, against, gallery, png, table, info, c = fn["upscale"](str(photo), 4, "sr-x4", "", False)
     assert pair[0].size == pair[1].size == (384, 288) and Image.open(png).size == (384, 288)
