@@ -47,6 +47,7 @@ class Config:
     epochs: int = 10
     batch_size: int = 64
     lr: float = 2e-4  # GAN: Adam(0, 0.99) for both nets; VAE: Adam with 5x this
+    decay_from: float = 0.5  # the learning rate falls linearly to 0 from this fraction of the run (1 = constant)
     r1_gamma: float = 1.0  # GAN: weight of the R1 gradient penalty on real images
     r1_every: int = 4  # GAN: lazy regularisation: the penalty every N steps, scaled by N
     ema_decay: float = 0.999  # GAN: the shipped generator is this moving average of the trained one
@@ -131,12 +132,23 @@ def main(cfg: Config) -> None:
     log(event="start", kind=cfg.kind, params=n_params, train=len(xtr), device=str(acc.device))
 
     steps = cfg.epochs * len(loader)
+    optimizers = [o for o in (opt, opt_d) if o is not None]
+    for o in optimizers:
+        for group in o.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+
+    def lr_factor(s: int) -> float:  # constant, then linear decay to 0: a GAN's last epochs settle instead of swing
+        return min(1.0, (1 - s / steps) / max(1e-8, 1 - cfg.decay_from))
+
     bar = tqdm(total=steps, initial=step, desc=cfg.kind, disable=not acc.is_main_process)
     for epoch in range(step // len(loader), cfg.epochs):
         model.train()
         sums: dict[str, float] = {}
         for x, y in loader:
             x = x.float() / 255.0
+            for o in optimizers:
+                for group in o.param_groups:
+                    group["lr"] = group["initial_lr"] * lr_factor(step)
             if cfg.kind == "gan":
                 real = x * 2 - 1
                 z = torch.randn(len(y), acc.unwrap_model(model).latent_dim, device=x.device)
