@@ -22,10 +22,10 @@ python training/train_sr.py --scale 4 --lr-patch 32 --steps 6000 --lr 5e-4 --eva
 # the restoration U-Nets, bf16 autocast on a CPU with native bf16 (--mixed-precision auto)
 python training/train_denoise.py --steps 10000 --threads $T --out weights/denoise
 python training/train_inpaint.py --steps 4000 --eval-every 500 --threads $T --out weights/inpaint
+# the airbench-style classifiers (the CIFAR-10 run was stopped after epoch 3 and resumed with --threads 2)
 python training/train_classifier.py --dataset fashion-mnist --epochs 8 --threads $T --out weights/classify-fashion-mnist
-python training/train_classifier.py --dataset cifar10 --epochs 6 --threads $T --out weights/classify-cifar10
-# The generators are judged by the Fashion-MNIST classifier above, so they come after it. (The shipped ones were
-# trained in parallel with it using --judge '' and then evaluated by rerunning the same command with --resume:
-# a resumed run whose checkpoint is complete only evaluates and rewrites the folder.)
-python training/train_generator.py --kind gan --epochs 2 --threads $T --out weights/generate-fashion-mnist-gan
+python training/train_classifier.py --dataset cifar10 --epochs 12 --threads $T --out weights/classify-cifar10
+# The generators are judged by the Fashion-MNIST classifier above, so they come after it.
+python training/train_generator.py --kind gan --epochs 8 --batch-size 256 --lr 3e-4 --threads $T \
+  --out weights/generate-fashion-mnist-gan
 python training/train_generator.py --kind vae --epochs 12 --threads $T --out weights/generate-fashion-mnist-vae
