@@ -183,7 +183,8 @@ def bench_quality(ctx: Context) -> None:
             continue
         test_sets[name] = images, labels
         if n_cls:  # evenly spread over the split (the test archives are sorted by class)
-            images, labels = images[::max(1, len(images) // n_cls)][:n_cls], labels[::max(1, len(labels) // n_cls)][:n_cls]
+            step = max(1, len(images) // n_cls)
+            images, labels = images[::step][:n_cls], labels[::step][:n_cls]
         with ctx.timed(f"quality: {name}"):
             r = evaluate.eval_classifier(model, images, labels)
             r_flip = evaluate.eval_classifier(model, images, labels, tta=1)
@@ -214,16 +215,15 @@ def bench_quality(ctx: Context) -> None:
         section["generate"] = rows
         by = {r["model"]: r for r in rows}
         gan, vae = by.get("generate-fashion-mnist-gan"), by.get("generate-fashion-mnist-vae")
-        quick = ctx.quick or None  # a 500-sample run prints the targets without a verdict
-        if gan:
+        if gan:  # a --quick run (500 samples) prints the targets without a verdict
             ok = gan["class_agreement"] >= 0.9 and gan["diversity_min"] >= 0.8 and (
                 vae is None or gan["fid_judge"] < vae["fid_judge"])
-            ctx.target("gan_quality", gan["class_agreement"], None if quick else ok,
+            ctx.target("gan_quality", gan["class_agreement"], None if ctx.quick else ok,
                        f"agreement {gan['class_agreement']:.4f}, FID {gan['fid_judge']:.2f}"
                        + (f" (VAE {vae['fid_judge']:.2f})" if vae else "") + f", diversity min {gan['diversity_min']:.3f}")
         if vae:
             ok = vae["class_agreement"] >= 0.9 and vae["diversity_min"] >= 0.8
-            ctx.target("vae_quality", vae["class_agreement"], None if quick else ok,
+            ctx.target("vae_quality", vae["class_agreement"], None if ctx.quick else ok,
                        f"agreement {vae['class_agreement']:.4f}, diversity min {vae['diversity_min']:.3f}")
         ctx.table("quality", "Generation: class agreement of the Fashion-MNIST classifier (judge), FID in its "
                   "feature space against the test split, and diversity: within each class, the mean pairwise "
