@@ -199,9 +199,16 @@ def main(cfg: Config) -> None:
     common.sync_buffers(acc, model)
     trace.weights(net)
 
-    if not acc.is_main_process:
-        acc.end_training()  # leave the process group cleanly (gloo aborts a process that exits inside it)
-        return
+    if acc.is_main_process:
+        evaluate_and_save(cfg, acc, net, xte, yte, datasets, lineage, n_params, run_dir, log, step)
+    # every rank leaves the process group together: a rank that left while rank 0 was still evaluating was
+    # aborted by gloo at exit ("terminate called without an active exception")
+    acc.wait_for_everyone()
+    acc.end_training()
+
+
+def evaluate_and_save(cfg, acc, net, xte, yte, datasets, lineage, n_params, run_dir, log, step) -> None:
+    """The final test (with TTA) and the Hub-ready folder; rank 0 only."""
     net = net.eval().cpu()
     r = eval_classifier(net, xte, yte)
     r_tta = eval_classifier(net, xte, yte, tta=cfg.tta) if cfg.tta else r
@@ -220,7 +227,6 @@ def main(cfg: Config) -> None:
                                  test_top1=round(r["top1"], 4))
     common.finish(net, Path(cfg.out), run_dir, cfg, eval_results=evals, datasets=datasets, lineage=lineage,
                   metrics={"params": n_params, **r}, push_to_hub=cfg.push_to_hub)
-    acc.end_training()
 
 
 if __name__ == "__main__":
