@@ -139,6 +139,13 @@ def sync_buffers(acc, model: torch.nn.Module) -> None:
                 buf.copy_(acc.reduce(buf.detach().clone(), reduction="mean"))
 
 
+def leave(acc) -> None:
+    """Every rank leaves the process group together, after rank 0's evaluation and saving: a rank that left while
+    rank 0 still worked was aborted by gloo at exit ("terminate called without an active exception")."""
+    acc.wait_for_everyone()
+    acc.end_training()
+
+
 def rank_seed(acc, seed: int) -> None:
     """Different noise/mask streams on each rank (call after the model is built)."""
     seed_everything(seed + 1000 * acc.process_index)

@@ -201,10 +201,7 @@ def main(cfg: Config) -> None:
 
     if acc.is_main_process:
         evaluate_and_save(cfg, acc, net, xte, yte, datasets, lineage, n_params, run_dir, log, step)
-    # every rank leaves the process group together: a rank that left while rank 0 was still evaluating was
-    # aborted by gloo at exit ("terminate called without an active exception")
-    acc.wait_for_everyone()
-    acc.end_training()
+    common.leave(acc)
 
 
 def evaluate_and_save(cfg, acc, net, xte, yte, datasets, lineage, n_params, run_dir, log, step) -> None:

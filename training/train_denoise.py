@@ -104,7 +104,7 @@ def main(cfg: Config) -> None:
     acc.wait_for_everyone()
 
     if not acc.is_main_process:
-        acc.end_training()  # leave the process group cleanly (gloo aborts a process that exits inside it)
+        common.leave(acc)  # waits for rank 0's evaluation and saving below
         return
     net = acc.unwrap_model(model, keep_fp32_wrapper=False).eval().cpu()
     results = eval_denoise(net, data, baseline_names=("bm3d", "nlm") if cfg.eval_bm3d else ("nlm",),
@@ -119,7 +119,7 @@ def main(cfg: Config) -> None:
                                  cbsd68_sigma25_psnr=round(results["sigma25"]["psnr"], 4))
     common.finish(net, Path(cfg.out), run_dir, cfg, eval_results=evals, datasets=cfg.train_sets, lineage=lineage,
                   metrics={"params": n_params, "CBSD68": results}, push_to_hub=cfg.push_to_hub)
-    acc.end_training()
+    common.leave(acc)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def main(cfg: Config) -> None:
     acc.wait_for_everyone()
 
     if not acc.is_main_process:
-        acc.end_training()  # leave the process group cleanly (gloo aborts a process that exits inside it)
+        common.leave(acc)  # waits for rank 0's evaluation and saving below
         return
     net = acc.unwrap_model(model, keep_fp32_wrapper=False).eval().cpu()
     r = eval_inpaint(net, data, max_images=cfg.eval_max_images or None)["BSD100"]
@@ -130,7 +130,7 @@ def main(cfg: Config) -> None:
                                  bsd100_psnr=round(r["psnr"], 4), bsd100_telea_psnr=round(r["telea_psnr"], 4))
     common.finish(net, Path(cfg.out), run_dir, cfg, eval_results=evals, datasets=cfg.train_sets, lineage=lineage,
                   metrics={"params": n_params, "BSD100": r}, push_to_hub=cfg.push_to_hub)
-    acc.end_training()
+    common.leave(acc)
 
 
 if __name__ == "__main__":

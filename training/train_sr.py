@@ -132,7 +132,7 @@ def main(cfg: Config) -> None:
     trace.weights(acc.unwrap_model(model))
 
     if not acc.is_main_process:
-        acc.end_training()  # leave the process group cleanly (gloo aborts a process that exits inside it)
+        common.leave(acc)  # waits for rank 0's evaluation and saving below
         return
     net = acc.unwrap_model(model, keep_fp32_wrapper=False).eval().cpu()
     limit = cfg.eval_max_images or None
@@ -153,7 +153,7 @@ def main(cfg: Config) -> None:
                                  set5_psnr=round(results["Set5"]["psnr"], 4))
     common.finish(net, Path(cfg.out), run_dir, cfg, eval_results=evals, datasets=cfg.train_sets, lineage=lineage,
                   metrics={"params": n_params, **results}, push_to_hub=cfg.push_to_hub)
-    acc.end_training()
+    common.leave(acc)
 
 
 if __name__ == "__main__":
