@@ -53,6 +53,20 @@ def test_sr_scales(scale):
         create_model("sr-espcn", scale=5)
 
 
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_espcn_skip_is_bicubic_upsampling(scale):
+    # the skip runs at low resolution (a 5x5 conv per output phase, then pixel shuffle): a fresh ESPCN, whose last
+    # conv is zero, must return exactly F.interpolate's bicubic, borders included, in float32 under bf16 autocast
+    model = create_model("sr-espcn", scale=scale, n_feats=4, n_layers=1).eval()
+    x = torch.rand(2, 3, 9, 6)
+    want = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        assert torch.allclose(model(x), want, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+    assert out.dtype == torch.float32 and torch.allclose(out, want, atol=1e-5)
+
+
 def test_inpainting_keeps_known_pixels():
     model = tiny("inpaint-gated-unet")
     img, mask = torch.rand(1, 3, 16, 16), torch.zeros(1, 1, 16, 16)
