@@ -67,6 +67,24 @@ def test_espcn_skip_is_bicubic_upsampling(scale):
     assert out.dtype == torch.float32 and torch.allclose(out, want, atol=1e-5)
 
 
+def test_vae_fitted_prior_maps_noise_to_each_class_posterior(tmp_path):
+    vae = create_model("generator-vae", base_channels=8, latent_dim=3, prior="fitted").eval()
+    labels = torch.arange(400) % 10
+    mu = torch.randn(400, 3) * 0.1 + labels[:, None].float()  # class c's posteriors sit around (c, c, c)
+    vae.fit_prior(mu, torch.full((400, 3), -4.0), labels)
+    assert torch.allclose(vae.prior_loc[:, 0], torch.arange(10.0), atol=0.1)
+    seen = []
+    vae.decode_logits = lambda z, y: seen.append(z) or torch.zeros(len(z), 1, 28, 28)
+    vae.generate(torch.full((500,), 7), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(seen[0].mean(0), torch.full((3,), 7.0), atol=0.05) and seen[0].std(0).max() < 0.2
+    loaded = load_model(save_model(vae, tmp_path / "v"))  # the prior is saved with the weights
+    assert loaded.prior == "fitted" and torch.equal(loaded.prior_loc, vae.prior_loc)
+    with pytest.raises(ValueError, match="fitted"):
+        create_model("generator-vae", base_channels=8).fit_prior(mu, mu, labels)
+    with pytest.raises(ValueError, match="prior"):
+        create_model("generator-vae", prior="learned")
+
+
 def test_inpainting_keeps_known_pixels():
     model = tiny("inpaint-gated-unet")
     img, mask = torch.rand(1, 3, 16, 16), torch.zeros(1, 1, 16, 16)

@@ -185,6 +185,9 @@ def test_train_generator(kind, judge, data_root, tmp_path):
     _assert_in_card(card, round(metrics["class_agreement"], 4), round(metrics["fid_judge"], 3))
     if kind == "vae":
         _assert_in_card(card, round(metrics["test_reconstruction_mse"], 5))
+        # the default fitted prior is set from the training posteriors and shipped with the weights
+        assert model.config["prior"] == "fitted" and model.prior_loc.abs().sum() > 0
+        assert not torch.equal(model.prior_scale_tril[0], torch.eye(model.latent_dim))
     assert _final_step(run) == 4
 
 

@@ -126,13 +126,23 @@ class ConditionalVAE(_Sampler, HubModel, tags=["image-generation", "vae"]):
         in_channels: 1 for gray, 3 for RGB. Default 1.
         image_size: side, a multiple of 4. Default 28.
         label_names: class names. Default: Fashion-MNIST's.
+        decoder_convs: extra 3x3 conv layers after each of the decoder's two upsamplings. Default 0.
+        prior: where samples come from. "standard": z ~ N(0, I), the training prior. "fitted": per class, the
+            Gaussian that matches the mean and covariance of the training images' posteriors q(z | x, class)
+            (ex-post density estimation, Ghosh et al. 2020), set by `fit_prior` after training; a VAE trained
+            with a KL weight below 1 leaves N(0, I) and needs it. Either way `decode_latent` takes N(0, I) noise,
+            so seeds and interpolation work alike. Default "standard".
     """
 
     task = "image-generation"
 
     def __init__(self, latent_dim: int = 16, num_classes: int = 10, base_channels: int = 32, in_channels: int = 1,
-                 image_size: int = 28, label_names: list[str] | None = None):
+                 image_size: int = 28, label_names: list[str] | None = None, decoder_convs: int = 0,
+                 prior: str = "standard"):
         super().__init__()
+        if prior not in ("standard", "fitted"):
+            raise ValueError(f"prior must be 'standard' or 'fitted', got {prior!r}")
+        self.prior = prior
         self.latent_dim, self.num_classes, self.in_channels, self.image_size = (
             latent_dim, num_classes, in_channels, image_size)
         self.label_names = list(label_names or FASHION_MNIST_LABELS[:num_classes])
@@ -145,11 +155,20 @@ class ConditionalVAE(_Sampler, HubModel, tags=["image-generation", "vae"]):
         )
         self.decoder_in = nn.Sequential(nn.Linear(latent_dim + num_classes, 256), nn.ReLU(True),
                                         nn.Linear(256, 2 * c * s * s), nn.ReLU(True))
-        self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(2 * c, c, 4, 2, 1), nn.BatchNorm2d(c), nn.ReLU(True),
-            nn.ConvTranspose2d(c, c, 4, 2, 1), nn.ReLU(True), nn.Conv2d(c, in_channels, 3, padding=1),
+
+        def extra(bn: bool) -> list[nn.Module]:
+            return [m for _ in range(decoder_convs) for m in
+                    (nn.Conv2d(c, c, 3, padding=1), *([nn.BatchNorm2d(c)] if bn else []), nn.ReLU(True))]
+
+        self.decoder = nn.Sequential(  # decoder_convs=0 is the original layout (the shipped weights' keys)
+            nn.ConvTranspose2d(2 * c, c, 4, 2, 1), nn.BatchNorm2d(c), nn.ReLU(True), *extra(bn=True),
+            nn.ConvTranspose2d(c, c, 4, 2, 1), nn.ReLU(True), *extra(bn=False),
+            nn.Conv2d(c, in_channels, 3, padding=1),
         )
         self._c = c
+        if prior == "fitted":  # per class: the mean and the Cholesky factor of the covariance, set by fit_prior
+            self.register_buffer("prior_loc", torch.zeros(num_classes, latent_dim))
+            self.register_buffer("prior_scale_tril", torch.eye(latent_dim).repeat(num_classes, 1, 1))
 
     def inference_spec(self) -> InferenceSpec:
         return InferenceSpec(self.task, output_size=[self.in_channels, self.image_size, self.image_size],
@@ -167,7 +186,30 @@ class ConditionalVAE(_Sampler, HubModel, tags=["image-generation", "vae"]):
         return self.decoder(h)
 
     def decode_latent(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decode_logits(z, self._labels(labels)))
+        """N(0, I) noise (N, latent_dim) and classes -> images in [0, 1], through the fitted prior if there is one."""
+        labels = self._labels(labels)
+        if self.prior == "fitted":
+            with torch.autocast(z.device.type, enabled=False):  # a small affine map; keep it exact
+                z = self.prior_loc[labels] + (self.prior_scale_tril[labels] @ z.float()[:, :, None])[:, :, 0]
+        return torch.sigmoid(self.decode_logits(z, labels))
+
+    @torch.no_grad()
+    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, labels: torch.Tensor) -> None:
+        """Set the fitted prior from posteriors (mu, logvar) of training images: for each class, the Gaussian with
+        the mean and covariance of the mixture of its images' posteriors (covariance of the means plus the mean
+        posterior variance)."""
+        if self.prior != "fitted":
+            raise ValueError("fit_prior needs a model made with prior='fitted'")
+        mu, var, labels = mu.double().cpu(), logvar.double().exp().cpu(), labels.cpu()
+        if len(mu) < 2:
+            raise ValueError(f"fit_prior needs at least 2 images, got {len(mu)}")
+        for c in range(self.num_classes):
+            keep = labels == c
+            if keep.sum() < 2:  # too few images of this class: the fit over all classes
+                keep = torch.ones_like(keep)
+            cov = torch.cov(mu[keep].T) + torch.diag(var[keep].mean(0))
+            self.prior_loc[c] = mu[keep].mean(0).to(self.prior_loc)
+            self.prior_scale_tril[c] = torch.linalg.cholesky(cov).to(self.prior_scale_tril)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass: returns (reconstruction logits, mu, logvar)."""
