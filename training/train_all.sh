@@ -25,6 +25,8 @@ python training/train_inpaint.py --steps 4000 --eval-every 500 --threads $T --ou
 # the airbench-style classifiers (the CIFAR-10 run was stopped after epoch 3 and resumed with --threads 2)
 python training/train_classifier.py --dataset fashion-mnist --epochs 8 --threads $T --out weights/classify-fashion-mnist
 python training/train_classifier.py --dataset cifar10 --epochs 12 --threads $T --out weights/classify-cifar10
+python training/train_classifier.py --dataset cifar10 --epochs 14 --threads $T --init-from weights/classify-cifar10 \
+  --out weights/classify-cifar10
 # The generators are judged by the Fashion-MNIST classifier above, so they come after it.
 python training/train_generator.py --kind gan --epochs 8 --batch-size 256 --lr 3e-4 --threads $T \
   --out weights/generate-fashion-mnist-gan
