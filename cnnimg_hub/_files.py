@@ -17,12 +17,13 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[str], No
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files: the written file gets the usual permissions
     try:
         if callable(data):
             data(tmp)
         else:
             Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
+        # mkstemp makes 0600 files, and a writer may make the file anew (safetensors does): the usual permissions
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

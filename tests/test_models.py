@@ -1,6 +1,7 @@
 """Every registered model: forward pass at tiny sizes, save -> load round trip (exact files, config, outputs),
 and the strict loader's refusals (missing/unexpected keys, shapes, unknown config keys, pickle, corrupt files)."""
 import json
+import os
 
 import pytest
 import torch
@@ -33,6 +34,8 @@ def test_forward_and_round_trip(name, tmp_path):
     save_model(model, tmp_path / "m", eval_results=[{"dataset_name": "Tiny", "metric_type": "psnr",
                                                       "metric_value": 12.5}], datasets=["tiny"])
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(FILES)
+    if os.name == "posix":  # readable by others, whichever writer made the file (safetensors makes it anew)
+        assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "m").iterdir()} == {"0o644"}
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["model_name"] == name and config["task"] == model.task
     assert config["library_version"] and config["num_parameters"] == sum(p.numel() for p in model.parameters())
