@@ -69,7 +69,7 @@ class ESPCN(_SRBase, tags=["super-resolution", "espcn"]):
         n_layers: 3x3 conv layers between the 5x5 head conv and the sub-pixel conv. Default 4.
     """
 
-    tile_size = 512  # activations of a 512 px tile: 16 MB per layer in bf16; tiles cost their overlap
+    tile_size = 256
 
     def __init__(self, scale: int = 4, in_channels: int = 3, n_feats: int = 32, n_layers: int = 4):
         super().__init__()
@@ -81,7 +81,9 @@ class ESPCN(_SRBase, tags=["super-resolution", "espcn"]):
         self.body = nn.Sequential(*layers)
         nn.init.zeros_(self.body[-1].weight)  # start as plain bicubic
         nn.init.zeros_(self.body[-1].bias)
-        self.register_buffer("bicubic", bicubic_kernel(scale, in_channels), persistent=False)
+        # kept 3-D: .to(memory_format=channels_last) would give this (n, 1, 5, 5) buffer strides that DDP's buffer
+        # broadcast refuses as overlapping
+        self.register_buffer("bicubic", bicubic_kernel(scale, in_channels)[:, 0], persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) in [0, 1] -> (N, C, h*scale, w*scale).
@@ -91,7 +93,7 @@ class ESPCN(_SRBase, tags=["super-resolution", "espcn"]):
         under autocast, so the output keeps float32's precision."""
         with torch.autocast(x.device.type, enabled=False):
             padded = F.pad(x.float(), (2, 2, 2, 2), mode="replicate").contiguous()  # grouped conv: NCHW is faster
-            base = F.conv2d(padded, self.bicubic, groups=self.in_channels)
+            base = F.conv2d(padded, self.bicubic[:, None], groups=self.in_channels)
         return F.pixel_shuffle(self.body(x).float().add_(base), self.scale)
 
 
