@@ -30,4 +30,5 @@ python training/train_classifier.py --dataset cifar10 --epochs 14 --threads $T -
 # The generators are judged by the Fashion-MNIST classifier above, so they come after it.
 python training/train_generator.py --kind gan --epochs 8 --batch-size 256 --lr 3e-4 --threads $T \
   --out weights/generate-fashion-mnist-gan
-python training/train_generator.py --kind vae --epochs 12 --threads $T --out weights/generate-fashion-mnist-vae
+python training/train_generator.py --kind vae --latent-dim 32 --base-channels 64 --decoder-convs 1 --beta-kl 0.25 \
+  --epochs 15 --threads $T --out weights/generate-fashion-mnist-vae
