@@ -262,7 +262,10 @@ def load_weights(model: nn.Module, path: Path) -> None:
                 if t.shape != expected[k].shape:
                     raise ModelLoadError(f"{path}: tensor {k!r} has shape {tuple(t.shape)} but config.json implies "
                                          f"{tuple(expected[k].shape)}; the weights and config disagree")
-                state[k] = t
+                if t.dtype != expected[k].dtype and not (t.is_floating_point() and expected[k].is_floating_point()):
+                    raise ModelLoadError(f"{path}: tensor {k!r} is {t.dtype} but the model holds "
+                                         f"{expected[k].dtype}; the weights and config disagree")
+                state[k] = t  # float16 storage is cast to the model's float32 by load_state_dict
     except SafetensorError as e:
         raise ModelLoadError(f"{path} is not a valid safetensors file ({e})") from e
     except OSError as e:

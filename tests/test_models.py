@@ -133,6 +133,37 @@ def test_shape_mismatch_names_the_file(saved):
         load_model(saved)
 
 
+def test_big_models_are_stored_in_float16_and_load_back(tmp_path, monkeypatch):
+    from cnnimg_hub import _folder
+    model = tiny("denoise-ffdnet")
+    out = run(model)
+    size = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    save_model(model, tmp_path / "small")  # at or under the limit: float32, bit for bit (as in the round trip)
+    assert {t.dtype for t in load_file(tmp_path / "small" / "model.safetensors").values()} == {torch.float32}
+    monkeypatch.setattr(_folder, "FLOAT16_ABOVE_BYTES", size - 1)
+    save_model(model, tmp_path / "big")
+    stored = load_file(tmp_path / "big" / "model.safetensors")
+    assert {t.dtype for t in stored.values()} == {torch.float16}
+    assert (tmp_path / "big" / "model.safetensors").stat().st_size < 0.6 * size
+    loaded = load_model(tmp_path / "big")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    torch.testing.assert_close(run(loaded), out, rtol=0, atol=2e-3)
+    with torch.no_grad():  # a value float16 cannot hold keeps the whole file in float32
+        next(model.parameters()).view(-1)[0] = 1e5
+    save_model(model, tmp_path / "huge-value")
+    assert {t.dtype for t in load_file(tmp_path / "huge-value" / "model.safetensors").values()} == {torch.float32}
+
+
+def test_integer_tensor_for_a_float_weight_is_refused(saved):
+    weights = saved / "model.safetensors"
+    state = load_file(weights)
+    key = next(iter(state))
+    state[key] = state[key].to(torch.int32)
+    save_file(state, weights)
+    with pytest.raises(ModelLoadError, match=rf"tensor '{key}' is torch.int32 but the model holds torch.float32"):
+        load_model(saved)
+
+
 def test_unknown_config_key(saved):
     config = json.loads((saved / "config.json").read_text())
     config["attention_heads"] = 8
