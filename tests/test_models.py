@@ -70,6 +70,33 @@ def test_espcn_skip_is_bicubic_upsampling(scale):
     assert out.dtype == torch.float32 and torch.allclose(out, want, atol=1e-5)
 
 
+def test_espcn_channel_gates_start_as_identity_and_see_the_whole_image(tmp_path):
+    torch.manual_seed(0)
+    plain = create_model("sr-espcn", scale=2, n_feats=8, n_layers=2)
+    gated = create_model("sr-espcn", scale=2, n_feats=8, n_layers=2, channel_gates=True)
+    for p in plain.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    with torch.no_grad():  # the same convs and PReLUs; the gates keep their zero init
+        outer = [m for m in gated.body if type(m).__name__ != "ChannelGate"]
+        for a, b in zip(plain.body, outer, strict=True):
+            for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+                pb.copy_(pa)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(gated(x), plain(x))
+        for gate in (m for m in gated.modules() if type(m).__name__ == "ChannelGate"):
+            torch.nn.init.normal_(gate.squeeze[-1].weight, std=1.0)
+        far = x.clone()
+        far[..., 12:, 12:] = 1 - far[..., 12:, 12:]  # beyond the convs' reach of pixel (0, 0)
+        assert torch.equal(plain(x)[..., :2, :2], plain(far)[..., :2, :2])
+        assert not torch.allclose(gated(x)[..., :2, :2], gated(far)[..., :2, :2])
+    save_model(gated, tmp_path / "g")
+    assert json.loads((tmp_path / "g" / "config.json").read_text())["channel_gates"] is True
+    loaded = load_model(tmp_path / "g")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), gated(x), rtol=0, atol=0)
+
+
 def test_vae_fitted_prior_maps_noise_to_each_class_posterior(tmp_path):
     vae = create_model("generator-vae", base_channels=8, latent_dim=3, prior="fitted").eval()
     labels = torch.arange(400) % 10

@@ -33,6 +33,7 @@ class Config:
     scale: int = 4  # 2, 3 or 4
     n_feats: int = 0  # feature channels (0 = the variant's default)
     n_layers: int = 0  # sr-espcn conv layers (0 = the variant's default)
+    channel_gates: bool = False  # sr-espcn: a squeeze-and-excitation gate after each layer (whole-image context)
     init_from: str = ""  # start from this saved model (folder or Hub repo id, same architecture), fresh schedule
     # data
     data: str = str(common.DATA)  # datasets root (train/ is used, val/ only for evaluation)
@@ -92,6 +93,7 @@ def main(cfg: Config) -> None:
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, drop_last=True)
     width = {"n_feats": cfg.n_feats} if cfg.n_feats else {}
     width.update({"n_layers": cfg.n_layers} if cfg.n_layers else {})
+    width.update({"channel_gates": True} if cfg.channel_gates else {})
     model = create_model(cfg.model, scale=cfg.scale, **width)
     lineage = common.init_from(model, cfg.init_from, log) if cfg.init_from else []
     model = model.to(memory_format=torch.channels_last)

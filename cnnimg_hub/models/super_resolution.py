@@ -59,24 +59,45 @@ class _SRBase(HubModel):
                              min_size=1, multiple_of=1, tile_size=self.tile_size, tile_overlap=12)
 
 
+class ChannelGate(nn.Module):
+    """Squeeze-and-excitation (Hu et al., 2018): each channel scaled by a weight computed from the whole input's
+    mean features. In a blind SR model it lets the network see the image at once, e.g. tell a sharp, aliased
+    low-res image (OpenCV cubic without antialiasing) from a soft one (PIL bicubic) and treat each its own way.
+    The gate is 2 * sigmoid(.), and its last conv starts at zero: a new gate passes its input unchanged."""
+
+    def __init__(self, n_feats: int, reduction: int = 4):
+        super().__init__()
+        self.squeeze = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(n_feats, n_feats // reduction, 1),
+                                     nn.ReLU(True), nn.Conv2d(n_feats // reduction, n_feats, 1))
+        nn.init.zeros_(self.squeeze[-1].weight)
+        nn.init.zeros_(self.squeeze[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (2 * torch.sigmoid(self.squeeze(x)))
+
+
 class ESPCN(_SRBase, tags=["super-resolution", "espcn"]):
-    """Light sub-pixel CNN with a bicubic skip (well under 100K parameters at every scale).
+    """Light sub-pixel CNN with a bicubic skip (well under 100K parameters at the default width).
 
     Args:
         scale: upscaling factor, 2, 3 or 4. Default 4.
         in_channels: image channels. Default 3.
         n_feats: feature channels. Default 32.
         n_layers: 3x3 conv layers between the 5x5 head conv and the sub-pixel conv. Default 4.
+        channel_gates: a `ChannelGate` after each 3x3 layer (whole-image context for blind SR; a large image's
+            tiles then each see their own tile). Default False.
     """
 
     tile_size = 256
 
-    def __init__(self, scale: int = 4, in_channels: int = 3, n_feats: int = 32, n_layers: int = 4):
+    def __init__(self, scale: int = 4, in_channels: int = 3, n_feats: int = 32, n_layers: int = 4,
+                 channel_gates: bool = False):
         super().__init__()
         self.scale, self.in_channels = _check_scale(scale), in_channels
         layers = [nn.Conv2d(in_channels, n_feats, 5, padding=2), nn.PReLU(n_feats)]
         for _ in range(n_layers):
             layers += [nn.Conv2d(n_feats, n_feats, 3, padding=1), nn.PReLU(n_feats)]
+            layers += [ChannelGate(n_feats)] if channel_gates else []
         layers += [nn.Conv2d(n_feats, in_channels * scale ** 2, 3, padding=1)]
         self.body = nn.Sequential(*layers)
         nn.init.zeros_(self.body[-1].weight)  # start as plain bicubic
