@@ -91,7 +91,9 @@ def test_espcn_channel_gates_start_as_identity_and_see_the_whole_image(tmp_path)
         assert torch.equal(plain(x)[..., :2, :2], plain(far)[..., :2, :2])
         assert not torch.allclose(gated(x)[..., :2, :2], gated(far)[..., :2, :2])
     save_model(gated, tmp_path / "g")
-    assert json.loads((tmp_path / "g" / "config.json").read_text())["channel_gates"] is True
+    config = json.loads((tmp_path / "g" / "config.json").read_text())
+    assert config["channel_gates"] is True and config["tile_size"] == 1024  # whole images up to 1024 px
+    assert plain.inference_spec().tile_size == 256
     loaded = load_model(tmp_path / "g")
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), gated(x), rtol=0, atol=0)
