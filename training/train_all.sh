@@ -9,16 +9,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${THREADS:-1}
-# the PIL-bicubic-only SR models (the first shipped ones), then the defaults: continued from them on a mix of
-# downsamplers (OpenCV cubic/linear/area without antialiasing, Lanczos, blur + sampling, light JPEG)
+# the PIL-bicubic-only SR models (the first shipped ones), then the defaults: wider ESPCNs with channel gates
+# (whole-image context) trained from scratch on a mix of downsamplers (PIL bicubic; OpenCV cubic/linear/area
+# without antialiasing; Lanczos; blur + sampling; light JPEG), each on a 32-34 minute budget
 python training/train_sr.py --scale 2 --lr-patch 48 --steps 10000 --eval-every 2500 --degradations pil-bicubic \
   --jpeg-prob 0 --threads $T --out weights/sr-x2-bicubic
 python training/train_sr.py --scale 4 --lr-patch 32 --steps 15000 --eval-every 2500 --degradations pil-bicubic \
   --jpeg-prob 0 --threads $T --out weights/sr-x4-bicubic
-python training/train_sr.py --scale 2 --lr-patch 48 --steps 6000 --lr 5e-4 --eval-every 2000 --threads $T \
-  --init-from weights/sr-x2-bicubic --out weights/sr-x2
-python training/train_sr.py --scale 4 --lr-patch 32 --steps 6000 --lr 5e-4 --eval-every 2000 --threads $T \
-  --init-from weights/sr-x4-bicubic --out weights/sr-x4
+python training/train_sr.py --scale 2 --n-feats 64 --n-layers 6 --channel-gates --lr-patch 40 --steps 7154 \
+  --eval-every 1000 --threads $T --out weights/sr-x2
+python training/train_sr.py --scale 4 --n-feats 64 --n-layers 6 --channel-gates --lr-patch 32 --steps 100000 \
+  --minutes 34 --eval-every 1000 --degradations pil-bicubic pil-bicubic cv2-cubic cv2-cubic cv2-linear cv2-area \
+  pil-lanczos gaussian-decimate --threads $T --out weights/sr-x4
+# (tile_size in both config.json files set to 1024 afterwards, as the gated ESPCN now writes itself)
 # the restoration U-Nets, bf16 autocast on a CPU with native bf16 (--mixed-precision auto)
 python training/train_denoise.py --steps 10000 --threads $T --out weights/denoise
 python training/train_inpaint.py --steps 4000 --eval-every 500 --threads $T --out weights/inpaint
