@@ -12,9 +12,9 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import save_file
-import torch
 from torch import nn
 
 from . import __version__

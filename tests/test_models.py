@@ -11,6 +11,7 @@ from cnnimg_hub import create_model, list_models, load_model, save_model
 from cnnimg_hub._folder import FILES
 from cnnimg_hub._registry import model_class
 from cnnimg_hub.errors import ModelLoadError, ModelNotFoundError, WrongTaskError
+from cnnimg_hub.models.super_resolution import ChannelGate
 
 from tiny_models import TINY, run, tiny  # noqa: E402,F401
 
@@ -77,14 +78,14 @@ def test_espcn_channel_gates_start_as_identity_and_see_the_whole_image(tmp_path)
     for p in plain.parameters():
         torch.nn.init.normal_(p, std=0.3)
     with torch.no_grad():  # the same convs and PReLUs; the gates keep their zero init
-        outer = [m for m in gated.body if type(m).__name__ != "ChannelGate"]
+        outer = [m for m in gated.body if not isinstance(m, ChannelGate)]
         for a, b in zip(plain.body, outer, strict=True):
             for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
                 pb.copy_(pa)
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(gated(x), plain(x))
-        for gate in (m for m in gated.modules() if type(m).__name__ == "ChannelGate"):
+        for gate in (m for m in gated.modules() if isinstance(m, ChannelGate)):
             torch.nn.init.normal_(gate.squeeze[-1].weight, std=1.0)
         far = x.clone()
         far[..., 12:, 12:] = 1 - far[..., 12:, 12:]  # beyond the convs' reach of pixel (0, 0)

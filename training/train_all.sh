@@ -21,7 +21,7 @@ python training/train_sr.py --scale 2 --n-feats 64 --n-layers 6 --channel-gates 
 python training/train_sr.py --scale 4 --n-feats 64 --n-layers 6 --channel-gates --lr-patch 32 --steps 100000 \
   --minutes 34 --eval-every 1000 --degradations pil-bicubic pil-bicubic cv2-cubic cv2-cubic cv2-linear cv2-area \
   pil-lanczos gaussian-decimate --threads $T --out weights/sr-x4
-# (tile_size in both config.json files set to 1024 afterwards, as the gated ESPCN now writes itself)
+# (the gated ESPCN writes tile_size 1024 itself; the shipped runs predate that, their config.json was set to it)
 # the restoration U-Nets, bf16 autocast on a CPU with native bf16 (--mixed-precision auto)
 python training/train_denoise.py --steps 10000 --threads $T --out weights/denoise
 python training/train_inpaint.py --steps 4000 --eval-every 500 --threads $T --out weights/inpaint

@@ -90,8 +90,6 @@ class ESPCN(_SRBase, tags=["super-resolution", "espcn"]):
             tiles of a 192 px image the output moved by up to 18/255 at the seams). Default False.
     """
 
-    tile_size = 256
-
     def __init__(self, scale: int = 4, in_channels: int = 3, n_feats: int = 32, n_layers: int = 4,
                  channel_gates: bool = False):
         super().__init__()
