@@ -59,7 +59,8 @@ class Comparison:
         reference: the clean image to measure against, or None.
         cnn: the CNN's result; `methods` starts with it and the baselines are appended.
         info: the pipeline's RunInfo.
-        used: the settings the CNN ran with and the baselines reuse: scale, sigma, mask (the dilated holes).
+        used: the settings the CNN ran with and the baselines reuse: scale (and the downsampler of "degrade,
+            then restore"), sigma, mask (the dilated holes).
         lines: what the settings were, in words, for display.
     """
 
@@ -88,21 +89,27 @@ def _cnn(task: str, model: nn.Module, image, reference, info: RunInfo, result: I
 
 
 # ----------------------------------------------------------------------------------------------- the CNN step
-def upscale(model: nn.Module, image: Any, *, degrade_first: bool = False,
+def upscale(model: nn.Module, image: Any, *, degrade_first: bool = False, downsampler: str = "pil-bicubic",
             device: str | torch.device | None = None, precision: str = "auto") -> Comparison:
     """Super-resolve `image`; with `degrade_first` the upload is the clean high-resolution image: cropped to a
-    multiple of the model's scale, bicubic-downscaled by it, restored, measured on the Y channel (scale px border)."""
+    multiple of the model's scale, downscaled by it with `downsampler` (one of `degrade.DOWNSAMPLERS`: PIL bicubic
+    by default; OpenCV cubic, linear and area alias, as many real low-res images do), restored, measured on the Y
+    channel (scale px border)."""
     image, s, reference = open_image(image), int(model.scale), None
     if degrade_first:
+        if downsampler not in degrade.DOWNSAMPLERS:
+            raise ImageInputError(f"unknown downsampler {downsampler!r}; one of {', '.join(degrade.DOWNSAMPLERS)}")
         w, h = image.width // s * s, image.height // s * s
         if w < s or h < s:
             raise ImageInputError(f"the image is smaller than the scale ({s}); use a bigger one")
         reference = image.crop((0, 0, w, h))
-        image = degrade.bicubic_down(reference, s)
+        image = degrade.downscale(reference, s, downsampler)
     result, info = pipelines.upscale(model, image, device=device, precision=precision)
-    c = _cnn("super-resolution", model, image, reference, info, result, scale=s)
+    c = _cnn("super-resolution", model, image, reference, info, result, scale=s,
+             downsampler=downsampler if degrade_first else None)
     c.lines.append(f"Input {image.width}x{image.height} -> output {result.width}x{result.height} (x{s})"
-                   + (", bicubic-downscaled from the upload first." if degrade_first else "."))
+                   + (f", downscaled from the upload first with {degrade.DOWNSAMPLER_NAMES[downsampler]}."
+                      if degrade_first else "."))
     return c
 
 

@@ -20,6 +20,9 @@ def bicubic_down(image: Image.Image, scale: int) -> Image.Image:
 # How a low-resolution image can have been made. Real uploads are rarely PIL-bicubic: an SR model trained on one
 # method only is worse than plain bicubic on the others.
 DOWNSAMPLERS = ("pil-bicubic", "cv2-cubic", "cv2-linear", "cv2-area", "pil-lanczos", "gaussian-decimate")
+DOWNSAMPLER_NAMES = {"pil-bicubic": "PIL bicubic (antialiased)", "cv2-cubic": "OpenCV cubic (aliased)",
+                     "cv2-linear": "OpenCV bilinear (aliased)", "cv2-area": "OpenCV area (block average)",
+                     "pil-lanczos": "PIL Lanczos (antialiased)", "gaussian-decimate": "Gaussian blur, then decimate"}
 
 
 def downsample(image: np.ndarray, scale: int, method: str = "pil-bicubic", blur: float = 0.0) -> np.ndarray:
@@ -45,6 +48,20 @@ def downsample(image: np.ndarray, scale: int, method: str = "pil-bicubic", blur:
         out = cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR)  # centres: same alignment as the others
         return out if out.ndim == image.ndim else out[..., None]
     raise ValueError(f"unknown downsampler {method!r}; one of {', '.join(DOWNSAMPLERS)}")
+
+
+def downscale(image: Image.Image, scale: int, method: str = "pil-bicubic") -> Image.Image:
+    """A PIL image (L, LA, RGB or RGBA; other modes become RGB or RGBA) downscaled by an integer factor (size
+    floored) with `method`, one of DOWNSAMPLERS; alpha goes through the same method as the colors."""
+    if method not in DOWNSAMPLERS:
+        raise ValueError(f"unknown downsampler {method!r}; one of {', '.join(DOWNSAMPLERS)}")
+    if image.mode not in ("L", "LA", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+    if image.width < scale or image.height < scale:
+        raise ValueError(f"a {image.width}x{image.height} image is smaller than the scale ({scale})")
+    if method == "pil-bicubic":
+        return bicubic_down(image, scale)
+    return Image.fromarray(np.ascontiguousarray(downsample(np.asarray(image), scale, method)))
 
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:

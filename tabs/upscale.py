@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from cnnimg_hub import compare, pipelines
+from cnnimg_hub import compare, degrade, pipelines
 from cnnimg_hub.tasks import UPSCALE
 
 from .common import BASELINE_SLOT, MODEL_SLOT, UI_ONLY, ModelStore, examples, handler, image_input, model_picker, \
@@ -21,7 +21,7 @@ def check_output_size(image, scale: int, hint: str = "") -> None:
 
 def create_tab(store: ModelStore) -> None:
     @handler
-    def upscale(image, scale, model_name, repo, degrade_first, progress=gr.Progress()):
+    def upscale(image, scale, model_name, repo, degrade_first, downsampler="pil-bicubic", progress=gr.Progress()):
         """Enlarge an image 2x or 4x with a small super-resolution CNN (transparency is kept).
 
         Args:
@@ -31,6 +31,8 @@ def create_tab(store: ModelStore) -> None:
             repo: a Hub repo id ("user/name" or "user/name@revision") used instead of model_name; "" for none.
             degrade_first: treat the upload as the clean original: downscale it by the scale first, then measure
                 PSNR/SSIM of the result against it.
+            downsampler: how degrade_first downscales: "pil-bicubic" (default), "cv2-cubic", "cv2-linear",
+                "cv2-area", "pil-lanczos" or "gaussian-decimate".
         Returns:
             The input and the CNN result as a before/after pair, the result's PNG file, a table and the run info.
         """
@@ -43,8 +45,8 @@ def create_tab(store: ModelStore) -> None:
         if not degrade_first:
             check_output_size(image, s, " (or tick 'degrade, then restore')")
         progress(0.3, desc=f"Super-resolving x{s}")
-        c = compare.upscale(model, image, degrade_first=bool(degrade_first), device=store.device,
-                            precision=store.precision)
+        c = compare.upscale(model, image, degrade_first=bool(degrade_first), downsampler=downsampler or "pil-bicubic",
+                            device=store.device, precision=store.precision)
         if repo and s != int(scale or s):
             c.lines.append(f"The Hub model is x{s}: the scale choice ({scale}) was not used.")
         return outputs(c)
@@ -81,15 +83,19 @@ def create_tab(store: ModelStore) -> None:
                 scale = gr.Radio(scales, value=first, label="Scale", visible=bool(scales),
                                  info="Only the scales of the shipped models.")
                 model, repo = model_picker(store, UPSCALE.name, **({"scale": first} if scales else {}))
-                degrade = gr.Checkbox(False, label="Degrade, then restore (bicubic-downscale the upload by the "
-                                      "scale, measure PSNR/SSIM against it)")
+                with gr.Row():
+                    degrade_first = gr.Checkbox(False, label="Degrade, then restore (downscale the upload by the "
+                                                "scale, measure PSNR/SSIM against it)")
+                    downsampler = gr.Dropdown([(v, k) for k, v in degrade.DOWNSAMPLER_NAMES.items()],
+                                              value="pil-bicubic", label="Downscale with",
+                                              info="Real low-res images are rarely PIL bicubic: try OpenCV cubic.")
                 run = gr.Button("Super-resolve", elem_id="upscale-run", variant="primary")
             with gr.Column():
                 panel = Panel(UPSCALE.key)
-        examples([image, scale, model, repo, degrade])
+        examples([image, scale, model, repo, degrade_first])
         with gr.Group(visible=False):  # the API-only /upscale_png: image in, the result's PNG out
             api_image, api_png, api_run = image_input(), gr.File(), gr.Button()
-    event = run.click(upscale, [image, scale, model, repo, degrade], panel.outputs, api_name="upscale",
+    event = run.click(upscale, [image, scale, model, repo, degrade_first, downsampler], panel.outputs, api_name="upscale",
                       api_description="Enlarge an image 2x or 4x with a super-resolution CNN; PIL bicubic follows "
                                       "in the web page.", **MODEL_SLOT)
     panel.wire(event, [("bicubic", BASELINE_SLOT)])

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 import app  # noqa: E402
 import cnnimg_hub  # noqa: E402
-from cnnimg_hub import compare  # noqa: E402
+from cnnimg_hub import compare, degrade  # noqa: E402
 from tabs import common  # noqa: E402
 from benchmarks.load_test import wait_until_up  # noqa: E402  (the benchmark's readiness check)
 
@@ -199,6 +199,13 @@ def test_upscale_cnn_first_then_bicubic_and_degrade_then_restore(fn, photo):
     assert np.array_equal(np.asarray(pair[0]), np.asarray(Image.open(photo).resize((384, 288), Image.BICUBIC)))
     *_, table, _, c = fn["upscale_bicubic"](fn["upscale"](str(photo), 2, "sr-x2", "", True)[-1])
     assert c.cnn.image.size == (96, 72) and len(psnr_rows(table)) == 2 and "Y channel, 2 px border" in table
+    assert "PIL bicubic (antialiased)" in fn["upscale"](str(photo), 2, "sr-x2", "", True)[5]  # the default
+    *_, table, info, c = fn["upscale"](str(photo), 2, "sr-x2", "", True, "cv2-cubic")
+    assert "OpenCV cubic" in info and c.used["downsampler"] == "cv2-cubic"
+    lr = np.asarray(Image.open(photo).convert("RGB").crop((0, 0, 96, 72)))
+    assert np.array_equal(np.asarray(c.input), degrade.downsample(lr, 2, "cv2-cubic"))
+    with pytest.raises(gr.Error, match="Unknown downsampler .nearest."):
+        fn["upscale"](str(photo), 2, "sr-x2", "", True, "nearest")
 
 
 def test_transparency_is_kept_on_every_restoration_tab(fn, rgba_photo):
@@ -329,6 +336,8 @@ def test_api_calls_and_the_baselines_in_the_same_session(server, photo, tiny_wei
     assert [Image.open(p).size for p in pair] == [(192, 144)] * 2 and Image.open(png).size == (192, 144)
     *_, table, _ = client.predict(api_name="/upscale_bicubic")  # the session's comparison gets its baseline
     assert "PIL bicubic" in table
+    *_, info = client.predict(handle_file(str(photo)), 2, "sr-x2", "", True, "cv2-area", api_name="/upscale")
+    assert "OpenCV area" in info
     alone = client.predict(handle_file(str(photo)), "sr-x4", "", api_name="/upscale_png")
     want, _ = cnnimg_hub.pipelines.upscale(cnnimg_hub.load_model(tiny_weights / "sr-x4"), Image.open(photo))
     assert np.array_equal(np.asarray(Image.open(alone)), np.asarray(want))

@@ -393,6 +393,23 @@ def test_downsamplers_keep_size_alignment_and_mode(method, scale):
         degrade.downsample(img, scale, "nearest-ish")
 
 
+@pytest.mark.parametrize("method", degrade.DOWNSAMPLERS)
+def test_downscale_keeps_the_mode_of_a_pil_image(method):
+    """The app's "degrade, then restore" downscales uploads of any mode; PIL bicubic is the old bicubic_down."""
+    rgb = photo(50, 37)
+    for mode in ("L", "LA", "RGB", "RGBA", "P"):
+        out = degrade.downscale(rgb.convert(mode), 4, method)
+        assert out.size == (12, 9) and out.mode == ("RGB" if mode == "P" else mode)
+    out = np.asarray(degrade.downscale(rgb, 2, method))
+    assert np.array_equal(out, degrade.downsample(np.asarray(rgb), 2, method))
+    if method == "pil-bicubic":
+        assert np.array_equal(out, np.asarray(degrade.bicubic_down(rgb, 2)))
+    with pytest.raises(ValueError, match="smaller than the scale"):
+        degrade.downscale(rgb.resize((3, 3)), 4, method)
+    with pytest.raises(ValueError, match="unknown downsampler"):
+        degrade.downscale(rgb, 2, "box")
+
+
 def test_jpeg_round_trip_is_lossy_but_close():
     img = np.asarray(photo(40, 40))
     out = degrade.jpeg(img, 90)
