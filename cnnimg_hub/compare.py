@@ -97,13 +97,11 @@ def upscale(model: nn.Module, image: Any, *, degrade_first: bool = False, downsa
     channel (scale px border)."""
     image, s, reference = open_image(image), int(model.scale), None
     if degrade_first:
-        if downsampler not in degrade.DOWNSAMPLERS:
-            raise ImageInputError(f"unknown downsampler {downsampler!r}; one of {', '.join(degrade.DOWNSAMPLERS)}")
-        w, h = image.width // s * s, image.height // s * s
-        if w < s or h < s:
-            raise ImageInputError(f"the image is smaller than the scale ({s}); use a bigger one")
-        reference = image.crop((0, 0, w, h))
-        image = degrade.downscale(reference, s, downsampler)
+        reference = image.crop((0, 0, image.width // s * s, image.height // s * s))
+        try:
+            image = degrade.downscale(reference, s, downsampler)
+        except ValueError as e:  # an unknown downsampler, an image smaller than the scale
+            raise ImageInputError(str(e)) from None
     result, info = pipelines.upscale(model, image, device=device, precision=precision)
     c = _cnn("super-resolution", model, image, reference, info, result, scale=s,
              downsampler=downsampler if degrade_first else None)

@@ -95,7 +95,8 @@ def create_tab(store: ModelStore) -> None:
         examples([image, scale, model, repo, degrade_first])
         with gr.Group(visible=False):  # the API-only /upscale_png: image in, the result's PNG out
             api_image, api_png, api_run = image_input(), gr.File(), gr.Button()
-    event = run.click(upscale, [image, scale, model, repo, degrade_first, downsampler], panel.outputs, api_name="upscale",
+    event = run.click(upscale, [image, scale, model, repo, degrade_first, downsampler], panel.outputs,
+                      api_name="upscale",
                       api_description="Enlarge an image 2x or 4x with a super-resolution CNN; PIL bicubic follows "
                                       "in the web page.", **MODEL_SLOT)
     panel.wire(event, [("bicubic", BASELINE_SLOT)])

@@ -80,7 +80,7 @@ def test_app_py_only_assembles_tabs_and_each_tab_is_small():
     for tab in app.TABS:
         assert len(Path(tab.__file__).read_text().splitlines()) < 150, tab.__name__
     text = "".join(Path(t.__file__).read_text() for t in app.TABS)
-    for rule in ("maximum_filter", "add_noise", "bicubic_down", "estimate_sigma", "random_mask", "psnr("):
+    for rule in ("maximum_filter", "add_noise", "downscale(", "estimate_sigma", "random_mask", "psnr("):
         assert rule not in text, f"{rule} belongs in the package (compare, pipelines), not in a tab"
 
 
