@@ -11,7 +11,7 @@ from cnnimg_hub import create_model, list_models, load_model, save_model
 from cnnimg_hub._folder import FILES
 from cnnimg_hub._registry import model_class
 from cnnimg_hub.errors import ModelLoadError, ModelNotFoundError, WrongTaskError
-from cnnimg_hub.models.super_resolution import ChannelGate
+from cnnimg_hub.models.super_resolution import ChannelGate, SpatialMean
 
 from tiny_models import TINY, run, tiny  # noqa: E402,F401
 
@@ -69,6 +69,22 @@ def test_espcn_skip_is_bicubic_upsampling(scale):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(x)
     assert out.dtype == torch.float32 and torch.allclose(out, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_spatial_mean_is_adaptive_avg_pool(channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 7, 9) * 3 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    want = torch.nn.functional.adaptive_avg_pool2d(x, 1)
+    got = SpatialMean()(x)
+    assert got.shape == (2, 5, 1, 1) and got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as the pipelines run it: bf16 in, bf16 out
+        half = SpatialMean()(x.bfloat16())
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), want, rtol=1e-2, atol=1e-2)
 
 
 def test_espcn_channel_gates_start_as_identity_and_see_the_whole_image(tmp_path):

@@ -59,6 +59,21 @@ class _SRBase(HubModel):
                              min_size=1, multiple_of=1, tile_size=self.tile_size, tile_overlap=12)
 
 
+class SpatialMean(nn.Module):
+    """(N, C, H, W) -> (N, C, 1, 1), the mean of each channel: `nn.AdaptiveAvgPool2d(1)` as a product with a vector of
+    ones, summed with float32 accumulation by the matrix kernel. Same values (to the output's rounding); on CPU
+    channels_last bf16 features it is 20x faster than the pooling kernel (64 x 512 x 512: 1.7 ms instead of 40 ms
+    on 2 Zen 5 cores), which had made the gates a quarter of a gated ESPCN's time."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        if x.is_contiguous(memory_format=torch.channels_last):  # (N, H*W, C) is a view: ones (1 x HW) @ it
+            s = torch.matmul(x.new_ones(n, 1, h * w), x.permute(0, 2, 3, 1).reshape(n, h * w, c))
+        else:  # (N, C, H*W) @ ones (HW x 1)
+            s = torch.matmul(x.reshape(n, c, h * w), x.new_ones(n, h * w, 1))
+        return (s.float() / (h * w)).to(s.dtype).view(n, c, 1, 1)
+
+
 class ChannelGate(nn.Module):
     """Squeeze-and-excitation (Hu et al., 2018): each channel scaled by a weight computed from the whole input's
     mean features. In a blind SR model it lets the network see the image at once, e.g. tell a sharp, aliased
@@ -67,7 +82,7 @@ class ChannelGate(nn.Module):
 
     def __init__(self, n_feats: int, reduction: int = 4):
         super().__init__()
-        self.squeeze = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(n_feats, n_feats // reduction, 1),
+        self.squeeze = nn.Sequential(SpatialMean(), nn.Conv2d(n_feats, n_feats // reduction, 1),
                                      nn.ReLU(True), nn.Conv2d(n_feats // reduction, n_feats, 1))
         nn.init.zeros_(self.squeeze[-1].weight)
         nn.init.zeros_(self.squeeze[-1].bias)
