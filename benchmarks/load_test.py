@@ -5,10 +5,16 @@
 
 Starts ``python app.py`` on 127.0.0.1 (a free port unless --port is given) with the model folders of --weights
 (one of each task is needed), sends small images to /classify, /generate, /upscale, /inpaint and /denoise from
---clients threads, each with its own gradio_client.Client, round robin, until --seconds have passed or
---max-requests were sent, and samples the server's resident memory (psutil) the whole time. It prints requests/s,
-p50/p95 latency per endpoint and overall, the errors and the peak RSS, stops the server, and exits 1 when any
+--clients threads, round robin, until --seconds have passed or --max-requests were sent, and samples the server's
+resident memory (psutil) the whole time. It prints requests/s, p50/p95 latency per endpoint and overall, the errors,
+the peak RSS and the CPU time the server and the clients used per request, stops the server, and exits 1 when any
 request failed (2 when the server could not be started).
+
+Each client is a `gradio_client.Client` (--client gradio, the default) or a plain HTTP client of Gradio's documented
+REST API (--client http: upload the inputs, POST /gradio_api/call/<name>, read the event stream, download the
+result files, as `curl` would). On one small machine the clients share the server's cores: 16 gradio_clients used
+about 4x the server's CPU here, so with them the test measures mostly the clients; --client http measures the
+server.
 
 With --mixed, one more client denoises a --bm3d-size photo (1000x1000: 1 Mpx) and asks for BM3D on it
 (/denoise_bm3d, the web page's second step, in its own queue) in a loop, while the others send only /classify,
@@ -148,7 +154,7 @@ def request_args(endpoint: str, models: dict, image: Path, mask: Path, seed: int
     if endpoint == "/generate":
         return models["generate"][0], "", "0", seed, 2
     if endpoint == "/upscale":
-        return handle_file(str(image)), int(models["sr"][1].get("scale", 4)), models["sr"][0], "", False
+        return handle_file(str(image)), int(models["sr"][1].get("scale", 4)), models["sr"][0], "", False, "pil-bicubic"
     if endpoint == "/inpaint":
         editor = {"background": handle_file(str(image)), "layers": [handle_file(str(mask))], "composite": None}
         return editor, None, 0, False, models["inpaint"][0], ""
@@ -185,12 +191,67 @@ def one_request(client, endpoint: str, args: tuple, timeout: float) -> str | Non
         return f"{type(e).__name__}: {e}"[:300]
 
 
+class HttpClient:
+    """One user of Gradio's REST API without gradio_client: `submit(*args, api_name=...)` uploads the local files
+    among the args (the `handle_file` dicts), POSTs /gradio_api/call/<name>, reads the event stream up to its
+    `complete` (or `error`) event and downloads every file of the result, then returns itself; `result()` is a
+    no-op so `one_request` treats both clients alike."""
+
+    def __init__(self, url: str, timeout: float = 120):
+        import httpx  # noqa: PLC0415  (a dependency of gradio)
+
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(timeout=timeout)
+
+    def _uploaded(self, value):
+        if isinstance(value, dict) and value.get("meta", {}).get("_type") == "gradio.FileData":
+            path = Path(value["path"])
+            with open(path, "rb") as f:
+                r = self.http.post(f"{self.url}/gradio_api/upload", files={"files": (path.name, f)})
+            r.raise_for_status()
+            return {**value, "path": r.json()[0], "orig_name": path.name}
+        if isinstance(value, dict):
+            return {k: self._uploaded(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._uploaded(v) for v in value]
+        return value
+
+    def _download(self, value) -> None:
+        if isinstance(value, dict) and value.get("url"):
+            self.http.get(value["url"]).raise_for_status()
+        elif isinstance(value, dict):
+            for v in value.values():
+                self._download(v)
+        elif isinstance(value, list):
+            for v in value:
+                self._download(v)
+
+    def submit(self, *args, api_name: str) -> "HttpClient":
+        r = self.http.post(f"{self.url}/gradio_api/call{api_name}", json={"data": self._uploaded(list(args))})
+        r.raise_for_status()
+        event, data = None, None
+        with self.http.stream("GET", f"{self.url}/gradio_api/call{api_name}/{r.json()['event_id']}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:") and event in ("complete", "error"):
+                    data = json.loads(line[5:])
+                    break
+        if event != "complete":
+            raise RuntimeError(f"{api_name}: {event or 'no result'}: {data}")
+        self._download(data)
+        return self
+
+    def result(self, timeout: float | None = None) -> None:
+        return None
+
+
 def client_loop(index: int, url: str, load: Load, models: dict, image: Path, mask: Path, timeout: float,
-                endpoints: tuple[str, ...] = ENDPOINTS) -> None:
+                endpoints: tuple[str, ...] = ENDPOINTS, kind: str = "gradio") -> None:
     from gradio_client import Client
 
     try:
-        client = Client(url, verbose=False)
+        client = HttpClient(url, timeout) if kind == "http" else Client(url, verbose=False)
     except Exception as e:  # noqa: BLE001
         load.record("(connect)", 0.0, f"{type(e).__name__}: {e}"[:300])
         return
@@ -208,7 +269,14 @@ def client_loop(index: int, url: str, load: Load, models: dict, image: Path, mas
 
 
 # ----------------------------------------------------------------------------------------------- report
-def report(results: list[tuple[str, float, str | None]], seconds: float, peak_rss: int, clients: int) -> str:
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU seconds of `process` and its children so far."""
+    t = process.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def report(results: list[tuple[str, float, str | None]], seconds: float, peak_rss: int, clients: int,
+           kind: str = "gradio", cpu: tuple[float, float] | None = None) -> str:
     def row(name: str, rows: list) -> str:
         ok = np.array([s for _, s, e in rows if e is None]) * 1000
         errors = sum(e is not None for _, _, e in rows)
@@ -218,12 +286,18 @@ def report(results: list[tuple[str, float, str | None]], seconds: float, peak_rs
     by_endpoint = defaultdict(list)
     for r in results:
         by_endpoint[r[0]].append(r)
-    lines = [f"Load test: {clients} clients for {seconds:.1f} s", "",
+    lines = [f"Load test: {clients} clients ({'gradio_client' if kind == 'gradio' else 'plain HTTP'}) for "
+             f"{seconds:.1f} s", "",
              "| endpoint | requests | errors | requests/s | p50 (ms) | p95 (ms) |", "|---|---|---|---|---|---|"]
     lines += [row(name, by_endpoint[name]) for name in [*ENDPOINTS, "/denoise_bm3d", "(connect)"] if by_endpoint[name]]
     lines += [row("overall", results), ""]
     errors = [e for _, _, e in results if e is not None]
     lines += [f"errors: {len(errors)}", f"peak server RSS: {peak_rss / 2 ** 20:.0f} MiB"]
+    if cpu is not None and results:
+        server, client = cpu
+        lines += [f"CPU time: server {server:.1f} s ({1000 * server / len(results):.0f} ms per request), clients "
+                  f"{client:.1f} s ({1000 * client / len(results):.0f} ms per request), in {seconds:.1f} s on "
+                  f"{os.cpu_count()} cores"]
     lines += [f"  {e}" for e in sorted(set(errors))[:10]]
     return "\n".join(lines)
 
@@ -232,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default="weights", help="folder of model folders, one per task (default "
                                                              "weights)")
-    parser.add_argument("--clients", type=int, default=16, help="parallel gradio_client users (default 16)")
+    parser.add_argument("--clients", type=int, default=16, help="parallel users (default 16)")
+    parser.add_argument("--client", choices=["gradio", "http"], default="gradio",
+                        help="gradio: each user a gradio_client.Client (default); http: Gradio's REST API over plain "
+                             "HTTP, so the clients' own CPU cost does not crowd out the server's (--mixed always "
+                             "uses gradio_client: its BM3D user needs a session)")
     parser.add_argument("--seconds", type=float, default=60, help="how long to send requests (default 60)")
     parser.add_argument("--max-requests", type=int, default=2000, help="stop after this many (default 2000)")
     parser.add_argument("--port", type=int, default=0, help="port for the app (default: a free one)")
@@ -266,8 +344,11 @@ def main(argv: list[str] | None = None) -> int:
             start = time.monotonic()
             load = Load(start + args.seconds, args.max_requests)
             endpoints = MIXED if args.mixed else ENDPOINTS
+            kind = "gradio" if args.mixed else args.client
             threads = [threading.Thread(target=client_loop, args=(i, url, load, models, image, mask, args.timeout,
-                                                                  endpoints), daemon=True) for i in range(args.clients)]
+                                                                  endpoints, kind), daemon=True)
+                       for i in range(args.clients)]
+            cpu_before = (cpu_seconds(psutil.Process(proc.pid)), cpu_seconds(psutil.Process()))
             if args.mixed:
                 (Path(tmp) / "big").mkdir()
                 big, _ = make_inputs(Path(tmp) / "big", args.bm3d_size)
@@ -278,17 +359,19 @@ def main(argv: list[str] | None = None) -> int:
             for t in threads:
                 t.join(args.seconds + args.timeout + 30)
             elapsed = time.monotonic() - start
+            cpu = [after - before for after, before in zip((cpu_seconds(psutil.Process(proc.pid)),
+                                                             cpu_seconds(psutil.Process())), cpu_before)]
         finally:
             if sampler is not None:
                 sampler.done.set()
             stop_server(proc)
-        print(report(load.results, elapsed, sampler.peak, args.clients))
+        print(report(load.results, elapsed, sampler.peak, args.clients, kind, cpu))
         errors = sum(e is not None for _, _, e in load.results)
         if not args.mixed and (args.clients, args.size) == (16, 48):  # the target's setting
             rps = len(load.results) / elapsed
             ok = rps >= 3 * TODAY_LOAD_RPS and errors == 0
             print(f"target: {TARGETS['load_test_3x']}: {'PASS' if ok else 'MISS'} ({rps:.2f} requests/s, "
-                  f"{rps / TODAY_LOAD_RPS:.1f}x, {errors} errors)")
+                  f"{rps / TODAY_LOAD_RPS:.1f}x, {errors} errors, {kind} clients)")
         if args.mixed:
             after = load.bm3d_from if load.bm3d_from is not None else float("inf")
             slowest = max((t for began, t in load.others if began >= after), default=0.0)

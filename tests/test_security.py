@@ -6,6 +6,7 @@ The app is launched as users run it (`python app.py --port N --weights DIR` in t
 untrained models, its own Gradio temp folder and its own HF_HOME, so every file it writes can be inspected.
 """
 import os
+import re
 import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -201,13 +202,17 @@ def test_hf_token_from_the_environment_is_never_written_or_printed(served, tmp_p
 
 
 # ----------------------------------------------------------------------------------------------- load test
-def test_load_test_runs_clean(tmp_path, make_weights):
+@pytest.mark.parametrize("client", ["gradio", "http"])
+def test_load_test_runs_clean(tmp_path, make_weights, client):
     weights = make_weights(tmp_path / "weights")
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load_test.py"), "--weights", str(weights),
                            "--seconds", "8", "--clients", "4", "--max-requests", "200", "--size", "32",
-                           "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--device", "cpu", "--client", client], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
     print(proc.stdout, proc.stderr[-3000:])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| overall |" in proc.stdout and "errors: 0" in proc.stdout and "peak server RSS" in proc.stdout
+    assert ("plain HTTP" if client == "http" else "gradio_client") in proc.stdout
+    assert re.search(r"CPU time: server [\d.]+ s \(\d+ ms per request\), clients", proc.stdout)
     for endpoint in ("/classify", "/generate", "/upscale", "/inpaint", "/denoise"):
         assert f"| {endpoint} |" in proc.stdout
