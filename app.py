@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from cnnimg_hub import runtime
 from tabs import TABS
 from tabs.common import EXAMPLES_DIR, MAX_FILE_SIZE, ModelStore
 
@@ -41,6 +42,7 @@ def build_demo(weights_dir: Path, device: str | None = None, compile: bool = Fal
     return demo
 
 
+runtime.keep_freed_memory()  # reuse freed pages between requests (glibc; a no-op elsewhere)
 demo = build_demo(Path(os.environ.get("CNNIMG_WEIGHTS", "weights")), os.environ.get("CNNIMG_DEVICE"),
                   os.environ.get("CNNIMG_COMPILE", "") not in ("", "0"), os.environ.get("CNNIMG_PRECISION"))
 

@@ -519,3 +519,12 @@ def test_generate_batch_matches_single_calls(gens):
                 assert np.abs(np.asarray(got, np.int16) - np.asarray(exp, np.int16)).max() <= 1
     with pytest.raises(ImageInputError, match="seed"):
         pipelines.generate_batch(gens[0], [(0, 1, 0), (0, 1, -1)])
+
+
+def test_keep_freed_memory_sets_glibc_options():
+    import platform
+
+    from cnnimg_hub import runtime
+
+    on_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert runtime.keep_freed_memory() is on_glibc  # every mallopt accepted on glibc; a no-op elsewhere
