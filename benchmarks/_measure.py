@@ -30,6 +30,8 @@ from torch import nn
 import cnnimg_hub
 from cnnimg_hub import pipelines
 
+from .merge import render_table
+
 # ----------------------------------------------------------------------------------------------- settings
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("classify-cifar10", "classify-fashion-mnist", "generate-fashion-mnist-gan", "generate-fashion-mnist-vae",
@@ -175,6 +177,7 @@ class Context:
         self.command = "python -m benchmarks.run" + ("" if not argv else " " + shlex.join(argv))
         self.results: dict[str, Any] = {"sections": {}, "targets": {}, "tables": [], "notes": []}
         self._models: dict[str, nn.Module | None] = {}
+        self.section = ""  # the section running (run.py sets it): targets record it
         self._images: dict[tuple[int, int], Image.Image] = {}
 
     def px(self, n: int, multiple: int = 1) -> int:
@@ -195,6 +198,8 @@ class Context:
         self.results["notes"].append(text)
 
     def model(self, name: str) -> nn.Module | None:
+        if name not in self._models and self.args.models and name not in self.args.models:
+            self._models[name] = None  # left out by --models: quietly, the merged file keeps its old rows
         if name not in self._models:
             folder = self.weights / name
             if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
@@ -231,15 +236,15 @@ class Context:
                 return f"{v:.2f}" if abs(v) >= 1 else f"{v:.4g}"
             return str(v)
 
-        lines = [f"**{caption}** (`{self.command}`)", "", "| " + " | ".join(header) + " |",
-                 "|" + "---|" * len(header)] + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-        text = "\n".join(lines)
+        cells = [[cell(v) for v in r] for r in rows]
+        text = render_table(caption, header, cells, [self.command] * len(cells))
         print("\n" + text + "\n", flush=True)
-        self.results["tables"].append({"section": section, "caption": caption, "markdown": text})
+        self.results["tables"].append({"section": section, "caption": caption, "markdown": text, "header": header,
+                                       "rows": cells, "row_commands": [self.command] * len(cells)})
 
     def target(self, key: str, value: Any, ok: bool | None, detail: str = "") -> None:
         self.results["targets"][key] = {"target": TARGETS[key], "value": value, "status": _status(ok),
-                                        "detail": detail}
+                                        "detail": detail, "section": self.section}
         print(f"target: {TARGETS[key]}: {_status(ok)} ({detail or value})", flush=True)
 
 

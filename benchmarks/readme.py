@@ -24,6 +24,13 @@ def render(results: dict) -> str:
     lines = [f"Made by `{results['command']}` on {results['date']}: {m['cpu']}, {m['cores']} cores, "
              f"torch {m['torch']}, {m['threads']} threads, {m['device']}, load average {load:.1f} at the start; "
              f"{seconds.get('total', float('nan')) / 60:.1f} minutes in all."]
+    if len(results.get("runs", [])) > 1:  # a partial run merged over earlier ones (benchmarks/merge.py)
+        lines = ["Made by several runs, merged (`--merge`; each table names the command of its rows): "
+                 + "; ".join(f"`{r['command']}` on {r['date']} ({', '.join(r['sections'])}"
+                             + (f"; models {', '.join(r['models'])}" if r.get("models") else "")
+                             + f"; load average {r['load_average_start'] or float('nan'):.1f} at the start)" for r in results["runs"])
+                 + f". Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} threads, "
+                 f"{m['device']}; {seconds.get('total', float('nan')) / 60:.1f} minutes over the sections shown."]
     if results.get("quick"):
         lines.append("This is a `--quick` run: fewer sizes, repeats and images; numbers are indicative.")
     parts = [" ".join(lines)]

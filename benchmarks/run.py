@@ -3,6 +3,7 @@ scaling, every quality table of training, and the app's cold start and API overh
 
     python -m benchmarks.run [--quick] [--weights weights] [--data ../shared/datasets]
                              [--json benchmarks/results.json] [--only speed,roofline,scaling,quality,app,training]
+                             [--models sr-x2,inpaint] [--merge]
 
 Prints Markdown tables (each caption names the command that made it) and writes them, the raw numbers and the
 machine (CPU model, cores, torch version and threads, device, load average) as JSON. Timings are medians over
@@ -32,8 +33,9 @@ from typing import Any
 
 import torch
 
-from ._measure import ROOT, Context, machine
+from ._measure import MODELS, ROOT, Context, machine
 from .app_bench import bench_app
+from .merge import merge
 from .quality import BM3D_IMAGES, bench_quality
 from .roofline import COMPILE_BUDGET_S, bench_roofline, compile_worker
 from .scaling import bench_scaling
@@ -56,6 +58,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets"), help="datasets root (val/, ...)")
     p.add_argument("--json", default="benchmarks/results.json", help="where to write tables and raw numbers")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--models", default="",
+                   help="comma-separated weights/ folders to measure (default: all); with --merge their rows replace "
+                        "those of the earlier run and the other rows stay")
+    p.add_argument("--merge", action="store_true",
+                   help="put this run's sections (and --models rows) over the results already in --json instead of "
+                        "replacing the file (benchmarks/merge.py)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto, ...")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--sizes-scale", type=float, default=1.0,
@@ -73,6 +81,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"--only: unknown section(s) {unknown}; choose from {','.join(SECTIONS)}")
     args.only = [s for s in SECTIONS if s in only]
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(args.models) - set(MODELS))
+    if unknown:
+        p.error(f"--models: unknown folder(s) {unknown}; choose from {','.join(MODELS)}")
+    if args.merge and not (args.json and Path(args.json).is_file()):
+        p.error(f"--merge needs the earlier results in --json ({args.json}): nothing to merge into")
+    if args.merge and bool(json.loads(Path(args.json).read_text()).get("quick")) != args.quick:
+        p.error(f"--merge: {args.json} holds a {'full' if args.quick else '--quick'} run; merge runs of one kind")
     return args
 
 
@@ -91,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ctx = Context(args, argv)
     start = time.perf_counter()
     ctx.results.update(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                       command=ctx.command, quick=args.quick, machine=machine(ctx.device), seconds={})
+                       command=ctx.command, quick=args.quick, machine=machine(ctx.device), seconds={},
+                       measured=list(args.only), models=args.models or None)
     m = ctx.results["machine"]
     busy = m["load_average_start"][0] > m["cores"]
     print(f"# cnnimg-hub benchmarks ({'quick' if args.quick else 'full'})\n\n{ctx.results['date']} · {m['cpu']} · "
@@ -101,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for section in args.only:
         t0 = time.perf_counter()
         print(f"\n## {section}\n", flush=True)
+        ctx.section = section
         BENCHES[section](ctx)
         ctx.results["seconds"][section] = time.perf_counter() - t0
     ctx.results["seconds"]["total"] = time.perf_counter() - start
@@ -112,8 +130,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(ctx.results, indent=2, default=float) + "\n")
-        print(f"wrote {path}")
+        out = ctx.results
+        if args.merge:
+            out = merge(json.loads(path.read_text()), json.loads(json.dumps(out, default=float)))
+        path.write_text(json.dumps(out, indent=2, default=float) + "\n")
+        print(f"{'merged into' if args.merge else 'wrote'} {path}")
     return ctx.results
 
 

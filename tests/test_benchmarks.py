@@ -129,6 +129,53 @@ def test_quick_run_prints_tables_and_writes_json(weights, data, data_root, tmp_p
     assert results["targets"]["denoise_vs_bm3d"]["status"] in ("PASS", "MISS")
 
 
+def test_merge_replaces_the_rows_of_the_models_measured_again(weights, data, tmp_path, capsys):
+    """A full run, then `--only quality --models sr-x2 --merge`: the sr-x2 rows and the targets it judges come from
+    the second command, every other row, table and section stays from the first; the README says so."""
+    out = tmp_path / "results.json"
+    first = ["--quick", "--weights", str(weights), "--data", str(data), "--json", str(out), "--threads", "1",
+             "--only", "scaling,quality", "--sizes-scale", "0.1", "--bm3d-images", "0",
+             "--models", "sr-x2,sr-x4,inpaint"]
+    run.main(first)
+    before = json.loads(out.read_text())
+    second = first[:first.index("--only")] + ["--only", "quality", "--models", "sr-x2", "--merge"]
+    run.main(second)
+    printed = capsys.readouterr().out
+    assert f"merged into {out}" in printed
+    merged = json.loads(out.read_text())
+    cmd1, cmd2 = before["command"], merged["command"]
+    assert cmd1 != cmd2 and [r["command"] for r in merged["runs"]] == [cmd1, cmd2]
+    assert merged["runs"][1]["sections"] == ["quality"] and merged["runs"][1]["models"] == ["sr-x2"]
+    tables = {(t["section"], t["caption"]): t for t in merged["tables"]}
+    assert len(tables) == len(merged["tables"])  # no table twice
+    assert [t for t in merged["tables"] if t["section"] == "scaling"] == [
+        t for t in before["tables"] if t["section"] == "scaling"]  # a section not measured again: kept whole
+    sr = next(t for k, t in tables.items() if k[1].startswith("Super-resolution: PSNR"))
+    by_model = {r[0]: c for r, c in zip(sr["rows"], sr["row_commands"])}
+    assert by_model == {"sr-x2": cmd2, "sr-x4": cmd1}  # sr-x4 kept, sr-x2 measured again
+    assert f"`{cmd1}`: sr-x4" in sr["markdown"] and f"`{cmd2}`: sr-x2" in sr["markdown"]
+    assert [r["model"] for r in merged["sections"]["quality"]["sr"]][0] == "sr-x2"
+    assert {r["model"] for r in merged["sections"]["quality"]["sr"]} == {"sr-x2", "sr-x4"}
+    # the inpainting table has no model column and the second run did not print it: kept from the first
+    assert tables[next(k for k in tables if k[1].startswith("Inpainting:"))]["row_commands"][0] == cmd1
+    assert merged["sections"]["quality"]["inpaint"] == before["sections"]["quality"]["inpaint"]
+    assert merged["targets"]["sr_any_downsampler"]["command"] == cmd2  # judged again by the second run
+    assert merged["targets"]["inpaint_bsd100"]["command"] == cmd1
+    assert len([t for t in merged["tables"] if t["section"] == "targets"]) == 1
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{bench_readme.START}\n{bench_readme.END}\n")
+    bench_readme.main(["--results", str(out), "--readme", str(readme)])
+    text = readme.read_text()
+    assert "Made by several runs, merged" in text and "models sr-x2;" in text
+    assert all(t["markdown"] in text for t in merged["tables"])
+    with pytest.raises(SystemExit):  # a quick run is not merged over a full one, nor into a missing file
+        run.main([a for a in second if a != "--quick"])
+    with pytest.raises(SystemExit):
+        run.main(second[:second.index("--json") + 1] + [str(tmp_path / "none.json")] + second[second.index("--json") + 2:])
+    with pytest.raises(SystemExit):
+        run.main(["--models", "sr-x9"])
+
+
 def test_empty_weights_and_bad_section(tmp_path, capsys):
     out = tmp_path / "r.json"
     run.main(["--quick", "--weights", str(tmp_path / "none"), "--data", str(tmp_path), "--json", str(out),
