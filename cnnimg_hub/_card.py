@@ -30,9 +30,12 @@ from .degrade import add_noise, random_mask
 from .imageio import to_image, to_tensor
 from .tasks import TASKS
 
-# Our dataset names -> the Hub's dataset ids, only for datasets whose Hub copy is the one we trained or tested on.
+# Our dataset names -> the Hub's dataset ids, only for datasets whose Hub copy is the one we trained or tested on:
+# the same images (the SR sets as the super-image library publishes them; BSD100 = the BSDS300 test images; CBSD68
+# as deepinv publishes it). An evaluation named "<set> (<how the input was made>)" is on <set>'s images.
 HUB_DATASETS = {"cifar10": "uoft-cs/cifar10", "fashion_mnist": "zalando-datasets/fashion_mnist",
-                "fashion-mnist": "zalando-datasets/fashion_mnist"}
+                "fashion-mnist": "zalando-datasets/fashion_mnist", "Set5": "eugenesiow/Set5",
+                "Set14": "eugenesiow/Set14", "BSD100": "eugenesiow/BSD100", "CBSD68": "deepinv/CBSD68"}
 SAMPLE = "sample.jpg"  # the before/after picture of a restoration model, beside its README.md
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # photos no model trained or was validated on
 MARK = re.compile(r"\n<!-- written by cnnimg-hub \(digest ([0-9a-f]{16})\)[^\n]*-->\n?$")
@@ -66,7 +69,7 @@ def _shown_path(folder: str) -> str:
 
 def _eval_result(r: dict, task: str) -> EvalResult | None:
     """The model-index entry of one result, or None when its dataset has no Hub id."""
-    hub_id = HUB_DATASETS.get(r["dataset_name"])
+    hub_id = HUB_DATASETS.get(r["dataset_name"].split(" (")[0])
     if hub_id is None:
         return None
     return EvalResult(task_type=TASKS[task].pipeline_tag, dataset_type=hub_id, dataset_name=r["dataset_name"],

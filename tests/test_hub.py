@@ -172,7 +172,8 @@ def test_card_front_matter_results_and_paths(tmp_path):
 
     evals = [{"dataset_name": "cifar10", "dataset_split": "test", "metric_type": "accuracy", "metric_value": 0.5,
               "metric_name": "top-1 accuracy"},
-             {"dataset_name": "Set5 (MATLAB LR)", "metric_type": "psnr", "metric_value": 30.25}]
+             {"dataset_name": "Set5 (MATLAB LR)", "metric_type": "psnr", "metric_value": 30.25},
+             {"dataset_name": "McMaster", "metric_type": "psnr", "metric_value": 33.0}]
     training = {"data": "/work/shared/datasets", "train_sets": ["T91"], "nested": {"cache": "/home/me/x"},
                 "lineage": [{"run": "a", "init_from": "/tmp/old-run", "steps": 3, "images_seen": 9}]}
     folder = save_model(tiny("classifier-cifar10"), tmp_path / "m", eval_results=evals,
@@ -180,8 +181,11 @@ def test_card_front_matter_results_and_paths(tmp_path):
     text = (folder / "README.md").read_text()
     card = ModelCard(text)
     assert card.data.metrics == ["accuracy", "psnr"] and card.data.datasets == ["uoft-cs/cifar10"]
-    assert [(e.dataset_type, e.metric_value) for e in card.data.eval_results] == [("uoft-cs/cifar10", 0.5)]
-    assert "| Set5 (MATLAB LR) |  | psnr | psnr | 30.25 |" in text and "- T91\n" in text
+    # Set5's images are on the Hub (the MATLAB LR names how the input was made); McMaster is named in the text only
+    assert [(e.dataset_type, e.dataset_name, e.metric_value) for e in card.data.eval_results] == [
+        ("uoft-cs/cifar10", "cifar10", 0.5), ("eugenesiow/Set5", "Set5 (MATLAB LR)", 30.25)]
+    assert "| Set5 (MATLAB LR) |  | psnr | psnr | 30.25 |" in text and "| McMaster |  | psnr | psnr | 33.0 |" in text
+    assert "- T91\n" in text
     assert "/work/" not in text and "/home/" not in text and "/tmp/" not in text
     for section in ("## Intended use", "## Limitations", "## Evaluation", "Top-1 and top-5 accuracy"):
         assert section in text
