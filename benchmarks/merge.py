@@ -96,9 +96,8 @@ def run_entry(results: dict) -> dict:
 
 
 def merge(old: dict, new: dict) -> dict:
-    """`new` (a run's results with `measured` sections and optional `models`) over `old`."""
-    if bool(old.get("quick")) != bool(new.get("quick")):
-        raise SystemExit("--merge: one run is --quick and the other is not; merge runs of the same kind")
+    """`new` (a run's results with `measured` sections and optional `models`) over `old` (of the same kind, --quick
+    or not: run.py checks that before measuring)."""
     measured, models = set(new["measured"]), set(new.get("models") or [])
     new_tables = [parse_table(t) for t in new["tables"]]
     by_caption = {(t["section"], t["caption"]): t for t in new_tables}
@@ -114,7 +113,7 @@ def merge(old: dict, new: dict) -> dict:
             tables.append(t)
     tables += [t for t in new_tables if (t["section"], t["caption"]) not in used]
     targets = {k: {"command": old.get("command", ""), **v} for k, v in old.get("targets", {}).items()
-               if models or v.get("section") not in measured or k in new["targets"]}
+               if models or v.get("section") not in measured}
     targets.update({k: {**v, "command": new["command"]} for k, v in new["targets"].items()})
     tables = [t for t in tables if t["section"] != "targets"]  # made afresh from the merged targets
     if targets:
