@@ -18,7 +18,7 @@ import gradio as gr
 
 from cnnimg_hub import runtime
 from tabs import TABS
-from tabs.common import EXAMPLES_DIR, MAX_FILE_SIZE, ModelStore
+from tabs.common import EXAMPLES_DIR, MAX_FILE_SIZE, ModelStore, cache_block_signatures
 
 QUEUE_SIZE = 16  # waiting requests beyond this are refused ("queue full") instead of piling up
 CSS = ".pixelated img { image-rendering: pixelated; }"
@@ -30,6 +30,7 @@ def build_demo(weights_dir: Path, device: str | None = None, compile: bool = Fal
     `precision` (auto: bf16 on a CPU with native bf16 for the models whose config.json says their quality holds in
     it, see `cnnimg_hub.runtime.compute_dtype`), and are torch.compiled with `compile` (the first request of each
     image size waits seconds, later ones run faster)."""
+    cache_block_signatures()  # each REST call is a new Gradio session: build its config faster
     store = ModelStore(weights_dir, device, compile, precision)
     with gr.Blocks(title="cnnimg-hub", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# cnnimg-hub\nSmall CNNs for classic image tasks, side by side with the classical methods. "

@@ -7,11 +7,13 @@ No task rule lives here or in the tabs: what a tab shows is computed by `cnnimg_
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
 import re
 import threading
+import types
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Hashable
@@ -37,10 +39,12 @@ MAX_FILE_SIZE = "20mb"  # uploads over this are refused by Gradio itself, before
 MAX_BYTES = 20 * 1024 * 1024  # the same limit for open_image (API callers, examples)
 MAX_PIXELS = 4_000_000  # largest input (width x height) any tab accepts
 MODEL_CACHE_SIZE = 8  # loaded models kept in memory, keyed by (source, revision, task, device)
-# Model runs share one queue with a slot per core: each run uses every core for its big convolutions, but small
-# requests spend most of their time in Python (decoding, Gradio), which the other slot overlaps.
+# Model runs share one queue with two slots per core: a big image's run uses every core for its convolutions
+# (two such runs share them, no faster in total), but small requests spend most of their time in Python (decoding,
+# Gradio, holding the GIL), which the other slots overlap. Load test on 2 cores (16 HTTP clients, 48 px, 30 s):
+# 14.9-16.1 requests/s with 4 slots (and the signature cache below) against 13.8-14.2 with 2.
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-MODEL_SLOT = dict(concurrency_id="model", concurrency_limit=CORES)
+MODEL_SLOT = dict(concurrency_id="model", concurrency_limit=2 * CORES)
 # Classify and generate take many requests at once: each prepares its input in its own worker and `BATCHER` runs
 # the waiting ones of the same model in one model call (at most MAX_BATCH), so these workers hardly use the CPU.
 MAX_BATCH = 16
@@ -319,3 +323,38 @@ def examples(inputs, label: str = "Examples", **kwargs) -> None:
         many = isinstance(inputs, list)
         gr.Examples([[p] + [c.value for c in inputs[1:]] if many else [p] for p in EXAMPLES], inputs=inputs,
                     label=label, **kwargs)
+
+
+# ------------------------------------------------------------------------------------ Gradio's per-session cost
+class _CachedSignatures(types.ModuleType):
+    """`inspect` with `signature(fn)` remembered per function (other calls and names go to `inspect` itself)."""
+
+    def __init__(self):
+        super().__init__("inspect")
+        self._cached = functools.lru_cache(maxsize=4096)(inspect.signature)
+
+    def signature(self, fn, *args, **kwargs):
+        if args or kwargs:
+            return inspect.signature(fn, *args, **kwargs)
+        try:
+            return self._cached(fn)
+        except TypeError:  # an unhashable callable: not cached (inspect's own TypeErrors are raised again here)
+            return inspect.signature(fn)
+
+    def __getattr__(self, name: str):
+        return getattr(inspect, name)
+
+
+def cache_block_signatures() -> None:
+    """Make Gradio's per-session setup cheaper, without changing what it builds.
+
+    Gradio builds the config of every block of the app for each new session (`SessionState.__init__`), and each
+    REST call to /gradio_api/call/<name> is a new session. `Block.get_config` calls
+    `inspect.signature(cls.__init__)` for each of the app's ~110 blocks every time: under the load test that was
+    16% of the time the server held the GIL, which bounds its requests/s (py-spy --gil). Signatures of functions
+    do not change while the app runs, so `gradio.blocks` gets an `inspect` whose `signature` is cached. Idempotent.
+    """
+    import gradio.blocks  # noqa: PLC0415
+
+    if not isinstance(gradio.blocks.inspect, _CachedSignatures):
+        gradio.blocks.inspect = _CachedSignatures()

@@ -112,6 +112,34 @@ def test_generate_interpolate_and_a_bad_repo_keeps_the_class_list(fn, demo):
     assert classes == gr.update() and "not a Hub repo id" in message  # the dropdown stays, the reason is shown
 
 
+def test_cached_signatures_give_gradio_the_same_session_config(demo, monkeypatch):
+    import inspect
+
+    import gradio.blocks
+    from gradio.state_holder import SessionState
+
+    assert isinstance(gradio.blocks.inspect, common._CachedSignatures)  # build_demo installed it
+    common.cache_block_signatures()  # idempotent: still one layer
+    assert isinstance(gradio.blocks.inspect, common._CachedSignatures)
+    cached = SessionState(demo).config_values
+    monkeypatch.setattr(gradio.blocks, "inspect", inspect)
+    assert SessionState(demo).config_values == cached and len(cached) > 50
+
+    sigs = common._CachedSignatures()
+    assert sigs.signature(gr.Image.__init__) is sigs.signature(gr.Image.__init__)  # computed once
+    assert sigs.signature(len) == inspect.signature(len) and sigs.isfunction is inspect.isfunction
+
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, a, b=1):
+            pass
+
+    assert str(sigs.signature(Unhashable())) == "(a, b=1)"
+    with pytest.raises(TypeError):
+        sigs.signature(3)
+
+
 def test_micro_batcher_runs_waiting_requests_together_and_isolates_a_failure():
     batcher, sizes = common.MicroBatcher(max_batch=8), []
     started, release = threading.Event(), threading.Event()
