@@ -202,8 +202,15 @@ def test_tensor_round_trip_and_clamping(tmp_path):
     assert np.asarray(to_image(t, overwrite=True)).tolist() == [[0, 128, 255]] and t.tolist() == [[[0, 128, 255]]]
 
 
+@pytest.mark.parametrize("deflater", ["isal", "zlib"])
 @pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "I;16"])
-def test_encode_png_is_lossless_in_every_mode_and_size(mode):
+def test_encode_png_is_lossless_in_every_mode_and_size(mode, deflater, monkeypatch):
+    from cnnimg_hub import imageio
+
+    if deflater == "zlib":
+        monkeypatch.setattr(imageio, "isal_zlib", None)
+    else:
+        assert imageio.isal_zlib is not None  # requirements.txt installs it
     # sizes: one pixel, one row, one column, and large enough (> 1 MB of rows) to be deflated in parallel pieces
     for w, h in [(1, 1), (37, 1), (1, 29), (61, 43), (1200, 700)]:
         rng = np.random.default_rng(w * h)
