@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ._files import atomic_write
 from .errors import CnnImgError, ImageInputError
 
-try:  # Intel ISA-L's deflate (x86-64 and ARM): level 1 ran 4x faster than zlib's Z_RLE here, files a little smaller
+try:  # Intel ISA-L's deflate (x86-64 and ARM): level 1 ran 4x faster than zlib's Z_RLE here, files 3% smaller
     from isal import isal_zlib
 except ImportError:  # a platform without its wheel: zlib
     isal_zlib = None
@@ -280,8 +280,7 @@ def encode_png(img: Image.Image, level: int = 1) -> bytes:
     a photo's repeats are runs, not long-distance matches. Where the `isal` package (Intel ISA-L) is installed, as
     requirements.txt asks, its deflate does the pieces instead: a 2048x2048 photo result took 58 ms to encode at
     its level 1 against 110 ms with zlib's Z_RLE, for 3% fewer bytes (half of what is left is PIL handing over its
-    pixels, np.asarray). L, LA, RGB and RGBA at 8 bits; other modes
-    go through PIL.
+    pixels, np.asarray). L, LA, RGB and RGBA at 8 bits; other modes go through PIL.
 
     Args:
         img: the image.
@@ -318,7 +317,7 @@ def encode_png(img: Image.Image, level: int = 1) -> bytes:
     else:
         with ThreadPoolExecutor(parts) as pool:
             pieces = list(pool.map(deflate, range(parts)))
-    stream = b"\x78\x01" + b"".join(pieces) + struct.pack(">I", zlib.adler32(raw))
+    stream = b"\x78\x01" + b"".join(pieces) + struct.pack(">I", (isal_zlib or zlib).adler32(raw))
     header = struct.pack(">IIBBBBB", w, h, 8, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", stream) + _png_chunk(b"IEND", b"")
 

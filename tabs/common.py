@@ -42,7 +42,7 @@ MODEL_CACHE_SIZE = 8  # loaded models kept in memory, keyed by (source, revision
 # Model runs share one queue with two slots per core: a big image's run uses every core for its convolutions
 # (two such runs share them, no faster in total), but small requests spend most of their time in Python (decoding,
 # Gradio, holding the GIL), which the other slots overlap. Load test on 2 cores (16 HTTP clients, 48 px, 30 s):
-# 14.9-16.1 requests/s with 4 slots (and the signature cache below) against 13.8-14.2 with 2.
+# 14.9-16.1 requests/s with 2 * CORES = 4 slots (and the signature cache below) against 13.8-14.2 with 2.
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 MODEL_SLOT = dict(concurrency_id="model", concurrency_limit=2 * CORES)
 # Classify and generate take many requests at once: each prepares its input in its own worker and `BATCHER` runs
