@@ -104,7 +104,9 @@ def test_init_from_continues_and_the_lineage_adds_up(data_root, tmp_path):
 
 # ----------------------------------------------------------------------------------------------- 2 processes
 def _torchrun(script: str, args: list, tmp_path: Path, nproc: int = 2) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # faulthandler: a rank that aborts (SIGABRT) prints where it was, the Python stack of every thread
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONFAULTHANDLER": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            str(REPO / "training" / script), *map(str, args)]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -154,6 +156,18 @@ def test_classifier_on_two_processes(data_root, tmp_path):
     state = common.load_checkpoint(run / "checkpoint.pt")
     assert state["step"] == 2 * 256 // 16 // 2  # 2 epochs of 256 images, 16 per step on each of 2 processes
     assert load_model(out).config["widths"] == [8, 16]
+
+
+def test_gan_on_two_processes(data_root, tmp_path):
+    """The generator script too waits for rank 0's evaluation and saving before any rank leaves (rank 1 used to
+    return at once, the early exit that gloo aborted in the other scripts)."""
+    out, run = tmp_path / "gan", tmp_path / "run"
+    _torchrun("train_generator.py", ["--kind", "gan", "--data", data_root / "fashion-mnist", "--judge", "",
+                                     "--epochs", 1, "--batch-size", 16, "--limit", 64, "--base-channels", 8,
+                                     "--eval-samples", 20, "--out", out, "--run-dir", run], tmp_path)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"], r["images_seen"]) for r in log if "epoch" in r] == [(1, 2, 64)]  # 64 / (16 x 2)
+    assert load_model(out).config["kind"] == "gan"
 
 
 # ----------------------------------------------------------------------------------------------- GPU burst script

@@ -104,7 +104,7 @@ def main(cfg: Config) -> None:
     acc.wait_for_everyone()
 
     if not acc.is_main_process:
-        common.leave(acc)  # waits for rank 0's evaluation and saving below
+        common.leave(acc)  # waits for rank 0's evaluation and saving below, then ends this process
         return
     net = acc.unwrap_model(model, keep_fp32_wrapper=False).eval().cpu()
     results = eval_denoise(net, data, baseline_names=("bm3d", "nlm") if cfg.eval_bm3d else ("nlm",),

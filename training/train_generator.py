@@ -226,6 +226,7 @@ def main(cfg: Config) -> None:
     bar.close()
 
     if not acc.is_main_process:
+        common.leave(acc)  # waits for rank 0's evaluation and saving below, then ends this process
         return
     net = (ema if cfg.kind == "gan" else acc.unwrap_model(model)).eval().cpu()
     metrics: dict = {"params": n_params}
@@ -256,8 +257,8 @@ def main(cfg: Config) -> None:
     lineage = common.run_lineage([], run_dir, cfg, acc.num_processes, step, "agreement_1k",
                                  **{k: round(metrics[k], 4) for k in ("class_agreement", "diversity") if k in metrics})
     common.finish(net, Path(cfg.out), run_dir, cfg, eval_results=evals, datasets=["fashion_mnist"], metrics=metrics,
-                  lineage=lineage,
-                  push_to_hub=cfg.push_to_hub)
+                  lineage=lineage, push_to_hub=cfg.push_to_hub)
+    common.leave(acc)
 
 
 if __name__ == "__main__":

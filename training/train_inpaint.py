@@ -117,7 +117,7 @@ def main(cfg: Config) -> None:
     acc.wait_for_everyone()
 
     if not acc.is_main_process:
-        common.leave(acc)  # waits for rank 0's evaluation and saving below
+        common.leave(acc)  # waits for rank 0's evaluation and saving below, then ends this process
         return
     net = acc.unwrap_model(model, keep_fp32_wrapper=False).eval().cpu()
     r = eval_inpaint(net, data, max_images=cfg.eval_max_images or None)["BSD100"]

@@ -134,7 +134,7 @@ def main(cfg: Config) -> None:
     trace.weights(acc.unwrap_model(model))
 
     if not acc.is_main_process:
-        common.leave(acc)  # waits for rank 0's evaluation and saving below
+        common.leave(acc)  # waits for rank 0's evaluation and saving below, then ends this process
         return
     net = acc.unwrap_model(model, keep_fp32_wrapper=False).eval().cpu()
     limit = cfg.eval_max_images or None
