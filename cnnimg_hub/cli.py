@@ -457,5 +457,6 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        if torch.distributed.is_initialized():  # leave a torchrun group cleanly
+        if torch.distributed.is_initialized():  # leave a torchrun group cleanly: together, then destroyed
+            torch.distributed.barrier()  # rank 0 may still write the merged results; an early leaver got aborted
             torch.distributed.destroy_process_group()
