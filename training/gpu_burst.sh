@@ -36,7 +36,7 @@ log "3/3 training from the shipped weights, $MINUTES minutes in all"
 # the share of the budget each model gets, and its script and arguments
 runs=(
   "0.4 denoise training/train_denoise.py --model denoise-unet --batch-size 64"
-  "0.4 inpaint training/train_inpaint.py --model inpaint-unet --batch-size 24"
+  "0.4 inpaint training/train_inpaint.py --model inpaint-unet --batch-size 24 --loss mse --patch 256 --lr 1.5e-4 --warmup 100"
   "0.2 sr-x4-large training/train_sr.py --model sr-edsr-small --scale 4 --batch-size 32"
 )
 if [ -n "${BURST_RUNS:-}" ]; then mapfile -t runs <<<"$BURST_RUNS"; fi
