@@ -3,13 +3,10 @@ import os
 import sys
 
 from .cli import main
+from .runtime import end_rank
 
 if __name__ == "__main__":
     code = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # one of several torchrun processes, its group already left (cli.main): end without the interpreter's
-        # teardown, where C++ destructors of the gloo objects can abort a finished rank (see training/common.leave)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        end_rank(code)  # one of several torchrun processes; cli.main has left its group with the others
     sys.exit(code)

@@ -33,7 +33,7 @@ from cnnimg_hub import degrade  # noqa: E402
 from cnnimg_hub._files import atomic_write  # noqa: E402
 from cnnimg_hub.degrade import random_mask  # noqa: E402,F401  (re-exported for the scripts)
 from cnnimg_hub.imageio import to_image, to_tensor  # noqa: E402
-from cnnimg_hub.runtime import cpu_has_bf16  # noqa: E402  (the pipelines choose bf16 by it too)
+from cnnimg_hub.runtime import cpu_has_bf16, end_rank  # noqa: E402  (the pipelines choose bf16 by it too)
 
 DATA = Path(os.environ.get("CNNIMG_DATA", REPO.parent / "shared" / "datasets"))
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -140,22 +140,13 @@ def sync_buffers(acc, model: torch.nn.Module) -> None:
 
 
 def leave(acc) -> None:
-    """Every rank leaves the process group together, after rank 0's evaluation and saving, and a run of several
-    processes then ends each process here, without the interpreter's teardown.
-
-    A rank that left while rank 0 still worked was aborted at exit ("terminate called without an active
-    exception", SIGABRT), which fails the whole torchrun. Waiting for every rank made that rare, not impossible: it
-    came back once in a CI run (in 115 local runs, never). What aborts is C++ teardown after the work: the DDP
-    reducer and gloo objects that reference cycles keep alive until the interpreter finalizes, and the static
-    destructors after it. After the barrier and the group's destruction nothing is pending and every file is
-    closed, so the process ends with os._exit(0) once its output is flushed. One process (tests, notebooks) just
-    returns."""
+    """Every rank leaves the process group together, after rank 0's evaluation and saving (an early leaver was
+    aborted by gloo), and a run of several processes then ends each process here (`runtime.end_rank`, why there).
+    One process (tests, notebooks) just returns."""
     acc.wait_for_everyone()
     acc.end_training()
     if acc.num_processes > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        end_rank(0)
 
 
 def rank_seed(acc, seed: int) -> None:
